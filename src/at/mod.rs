@@ -1,0 +1,3 @@
+//! Sans-IO AT session (issue #4).
+pub mod error;
+pub mod lexer;
