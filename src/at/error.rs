@@ -201,12 +201,30 @@ static CMS_TABLE: &[Entry] = &[
     e(50, "requested facility not subscribed", Perm),
     e(69, "requested facility not implemented", Perm),
     e(81, "invalid short message transfer reference value", Temp),
-    ea(95, "invalid message, unspecified", Perm, &["invalid message"]),
+    ea(
+        95,
+        "invalid message, unspecified",
+        Perm,
+        &["invalid message"],
+    ),
     e(96, "invalid mandatory information", Perm),
     e(97, "message type non-existent or not implemented", Perm),
-    e(98, "message not compatible with short message protocol state", Temp),
-    e(99, "information element non-existent or not implemented", Perm),
-    ea(111, "protocol error, unspecified", Temp, &["protocol error"]),
+    e(
+        98,
+        "message not compatible with short message protocol state",
+        Temp,
+    ),
+    e(
+        99,
+        "information element non-existent or not implemented",
+        Perm,
+    ),
+    ea(
+        111,
+        "protocol error, unspecified",
+        Temp,
+        &["protocol error"],
+    ),
     ea(127, "interworking, unspecified", Temp, &["interworking"]),
     e(0x80, "telematic interworking not supported", Perm),
     e(0x81, "short message Type 0 not supported", Perm),
@@ -291,9 +309,9 @@ fn by_text(table: &'static [Entry], text: &str) -> Option<&'static Entry> {
     if wanted.is_empty() {
         return None;
     }
-    table.iter().find(|e| {
-        normalize(e.name) == wanted || e.aliases.iter().any(|a| normalize(a) == wanted)
-    })
+    table
+        .iter()
+        .find(|e| normalize(e.name) == wanted || e.aliases.iter().any(|a| normalize(a) == wanted))
 }
 
 /// Splits the parameter of `+CME ERROR: <x>` / `+CMS ERROR: <x>` into a numeric code or a
@@ -518,7 +536,15 @@ mod tests {
 
     #[test]
     fn weird_params_do_not_panic() {
-        for p in ["", "   ", "\"\"", "99999999999999", "-1", "1.5", "\u{1F600}"] {
+        for p in [
+            "",
+            "   ",
+            "\"\"",
+            "99999999999999",
+            "-1",
+            "1.5",
+            "\u{1F600}",
+        ] {
             let _ = CmeError::parse(p).to_string();
             let _ = CmsError::parse(p).classification();
         }

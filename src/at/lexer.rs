@@ -57,7 +57,10 @@ fn is_eol(b: u8) -> bool {
 fn eol(i: &[u8]) -> IResult<&[u8], &[u8]> {
     // Not `take_while_m_n(1, 1, ..)`: in streaming mode it asks for more input even when
     // the one byte it wants is there.
-    verify(take(1usize), |b: &[u8]| b.first().copied().is_some_and(is_eol)).parse(i)
+    verify(take(1usize), |b: &[u8]| {
+        b.first().copied().is_some_and(is_eol)
+    })
+    .parse(i)
 }
 
 /// `>` followed by a space (consumed) or a line end (left for the empty-line skip).

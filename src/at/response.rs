@@ -1,0 +1,511 @@
+//! Meaning of single lines: final result codes and unsolicited result codes (URCs).
+//!
+//! These parsers are total: any line yields a value (an unknown URC is
+//! [`Urc::Other`]), so a modem's surprise can never jam the session.
+
+use super::command::starts_with_ignore_case;
+use super::error::{CmeError, CmsError};
+
+/// How the modem finished a command. Device refusals are values here, not errors: the link
+/// worked and the modem answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinalResult {
+    /// `OK`.
+    Ok,
+    /// Plain `ERROR` (`AT+CMEE=0`, or a syntax error).
+    Error,
+    /// `+CME ERROR: <err>`.
+    CmeError(CmeError),
+    /// `+CMS ERROR: <err>`.
+    CmsError(CmsError),
+    /// `NO CARRIER`.
+    NoCarrier,
+    /// `BUSY`.
+    Busy,
+    /// `NO ANSWER`.
+    NoAnswer,
+    /// `NO DIALTONE` / `NO DIAL TONE`.
+    NoDialtone,
+    /// `CONNECT [<text>]`: the modem left command mode.
+    Connect(String),
+    /// `COMMAND NOT SUPPORT` (Huawei's final result for an unknown command).
+    NotSupported,
+}
+
+impl FinalResult {
+    /// Whether the command succeeded.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok)
+    }
+}
+
+/// Parses a final result code, `None` for any other line.
+pub fn parse_final(line: &str) -> Option<FinalResult> {
+    let l = line.trim();
+    let eq = |s: &str| l.eq_ignore_ascii_case(s);
+    if eq("OK") {
+        return Some(FinalResult::Ok);
+    }
+    if eq("ERROR") {
+        return Some(FinalResult::Error);
+    }
+    if let Some(p) = strip_prefix_ignore_case(l, "+CME ERROR") {
+        return Some(FinalResult::CmeError(CmeError::parse(strip_colon(p))));
+    }
+    if let Some(p) = strip_prefix_ignore_case(l, "+CMS ERROR") {
+        return Some(FinalResult::CmsError(CmsError::parse(strip_colon(p))));
+    }
+    if eq("NO CARRIER") {
+        return Some(FinalResult::NoCarrier);
+    }
+    if eq("BUSY") {
+        return Some(FinalResult::Busy);
+    }
+    if eq("NO ANSWER") {
+        return Some(FinalResult::NoAnswer);
+    }
+    if eq("NO DIALTONE") || eq("NO DIAL TONE") {
+        return Some(FinalResult::NoDialtone);
+    }
+    if eq("COMMAND NOT SUPPORT") {
+        return Some(FinalResult::NotSupported);
+    }
+    if let Some(rest) = strip_prefix_ignore_case(l, "CONNECT") {
+        if rest.is_empty() || rest.starts_with(' ') {
+            return Some(FinalResult::Connect(rest.trim().to_owned()));
+        }
+    }
+    None
+}
+
+fn strip_colon(p: &str) -> &str {
+    p.trim_start().strip_prefix(':').unwrap_or(p).trim()
+}
+
+pub(crate) fn strip_prefix_ignore_case<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    if starts_with_ignore_case(line, prefix) {
+        line.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+/// Which registration a `+CREG`/`+CGREG`/`+CEREG` URC is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationKind {
+    /// `+CREG` (circuit switched: what SMS over the CS domain needs).
+    Cs,
+    /// `+CGREG` (GPRS).
+    Gprs,
+    /// `+CEREG` (LTE).
+    Eps,
+}
+
+/// An unsolicited result code, parsed for the ones the driver acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Urc {
+    /// `+CMTI: <mem>,<index>`: a message was stored.
+    Cmti {
+        /// Storage, e.g. `SM` or `ME`.
+        mem: String,
+        /// Index in that storage.
+        index: u32,
+    },
+    /// `+CMT: [<alpha>],<length>` + PDU line: a message delivered directly (PDU mode).
+    Cmt {
+        /// Phone-book name of the sender, when the modem adds one.
+        alpha: Option<String>,
+        /// TPDU length in octets (SMSC part excluded).
+        length: usize,
+        /// The hex PDU line, SMSC part included.
+        pdu: String,
+    },
+    /// `+CDS: <length>` + PDU line: a status report delivered directly (PDU mode).
+    Cds {
+        /// TPDU length in octets.
+        length: usize,
+        /// The hex PDU line.
+        pdu: String,
+    },
+    /// `+CDSI: <mem>,<index>`: a status report was stored.
+    Cdsi {
+        /// Storage, e.g. `SR`.
+        mem: String,
+        /// Index in that storage.
+        index: u32,
+    },
+    /// `+CREG: <stat>[,<lac>,<ci>[,<AcT>]]` and the GPRS/EPS variants.
+    Registration {
+        /// Which registration.
+        kind: RegistrationKind,
+        /// 0 not searching, 1 home, 2 searching, 3 denied, 4 unknown, 5 roaming, ...
+        stat: u8,
+        /// Location/tracking area code, as sent (hex).
+        lac: Option<String>,
+        /// Cell id, as sent (hex).
+        ci: Option<String>,
+        /// Access technology.
+        act: Option<u8>,
+    },
+    /// `+CUSD: <m>[,<str>[,<dcs>]]`: a USSD answer (often after the command's OK).
+    Cusd {
+        /// 0 no further action, 1 further action required, 2 terminated by network, ...
+        m: u8,
+        /// The text as sent (GSM text or UCS2 hex, per `dcs`).
+        text: Option<String>,
+        /// Data coding scheme.
+        dcs: Option<u8>,
+    },
+    /// `RING`.
+    Ring,
+    /// `^RSSI: <n>` (Huawei).
+    Rssi(u8),
+    /// `^BOOT:...` (Huawei), parameters as sent.
+    Boot(String),
+    /// `^MODE:...` (Huawei), parameters as sent.
+    Mode(String),
+    /// `^SIMST: <n>[,...]` (Huawei SIM state), parameters as sent.
+    Simst(String),
+    /// `+CPIN: <code>` sent spontaneously (`READY`, `NOT READY`, `SIM PIN`...).
+    Cpin(String),
+    /// `RDY`: the modem (re)booted.
+    Rdy,
+    /// `+CFUN: <n>`: functionality level changed (typically after boot).
+    Cfun(u8),
+    /// `SMS Ready`.
+    SmsReady,
+    /// `Call Ready`.
+    CallReady,
+    /// Any other line: logged by the driver, never fatal. A two-line URC whose header is not
+    /// in PDU mode comes as `header + "\n" + data`.
+    Other(String),
+}
+
+impl Urc {
+    /// Whether this URC was recognised (not [`Urc::Other`]).
+    pub fn is_known(&self) -> bool {
+        !matches!(self, Urc::Other(_))
+    }
+}
+
+/// One parameter of an AT response line: quoted or bare, as sent.
+fn split_params(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur).trim().to_owned()),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur.trim().to_owned());
+    out
+}
+
+fn opt(params: &[String], i: usize) -> Option<String> {
+    params.get(i).filter(|p| !p.is_empty()).cloned()
+}
+
+fn num<T: std::str::FromStr>(params: &[String], i: usize) -> Option<T> {
+    params.get(i).and_then(|p| p.parse().ok())
+}
+
+/// Whether a URC header is followed by a data line (the PDU, or in text mode the text).
+///
+/// `+CMT` always is; `+CDS`/`+CBM` only in PDU mode, where their only parameter is the
+/// length (their text-mode forms are single lines).
+pub(crate) fn urc_has_data_line(line: &str) -> bool {
+    if starts_with_ignore_case(line, "+CMT:") {
+        return true;
+    }
+    ["+CDS:", "+CBM:"].iter().any(|p| {
+        strip_prefix_ignore_case(line, p).is_some_and(|rest| {
+            split_params(rest).len() == 1 && rest.trim().parse::<usize>().is_ok()
+        })
+    })
+}
+
+/// Whether a response header is followed by a data line: `+CMGR:`/`+CMGL:` records.
+pub(crate) fn response_has_data_line(line: &str) -> bool {
+    starts_with_ignore_case(line, "+CMGR:") || starts_with_ignore_case(line, "+CMGL:")
+}
+
+/// Parses a two-line URC from its header and data line.
+pub fn parse_urc_with_data(header: &str, data: &str) -> Urc {
+    let other = || Urc::Other(format!("{header}\n{data}"));
+    if let Some(rest) = strip_prefix_ignore_case(header, "+CMT:") {
+        let p = split_params(rest);
+        // PDU mode: `[<alpha>],<length>`: exactly two parameters, the last a number.
+        return match (p.len(), num::<usize>(&p, 1)) {
+            (2, Some(length)) => Urc::Cmt {
+                alpha: opt(&p, 0),
+                length,
+                pdu: data.to_owned(),
+            },
+            _ => other(),
+        };
+    }
+    if let Some(rest) = strip_prefix_ignore_case(header, "+CDS:") {
+        return match rest.trim().parse::<usize>() {
+            Ok(length) => Urc::Cds {
+                length,
+                pdu: data.to_owned(),
+            },
+            Err(_) => other(),
+        };
+    }
+    other()
+}
+
+/// Parses a single-line URC; [`Urc::Other`] when unknown or malformed.
+pub fn parse_urc(line: &str) -> Urc {
+    let l = line.trim();
+    let other = || Urc::Other(l.to_owned());
+    let eq = |s: &str| l.eq_ignore_ascii_case(s);
+    if eq("RING") {
+        return Urc::Ring;
+    }
+    if eq("RDY") {
+        return Urc::Rdy;
+    }
+    if eq("SMS Ready") {
+        return Urc::SmsReady;
+    }
+    if eq("Call Ready") {
+        return Urc::CallReady;
+    }
+    let Some((name, rest)) = l.split_once(':') else {
+        return other();
+    };
+    let name = name.trim().to_ascii_uppercase();
+    let rest = rest.trim();
+    let p = split_params(rest);
+    match name.as_str() {
+        "+CMTI" | "+CDSI" => match (opt(&p, 0), num::<u32>(&p, 1), p.len()) {
+            (Some(mem), Some(index), 2) if name == "+CMTI" => Urc::Cmti { mem, index },
+            (Some(mem), Some(index), 2) => Urc::Cdsi { mem, index },
+            _ => other(),
+        },
+        "+CREG" | "+CGREG" | "+CEREG" => {
+            let kind = match name.as_str() {
+                "+CREG" => RegistrationKind::Cs,
+                "+CGREG" => RegistrationKind::Gprs,
+                _ => RegistrationKind::Eps,
+            };
+            match num::<u8>(&p, 0) {
+                Some(stat) => Urc::Registration {
+                    kind,
+                    stat,
+                    lac: opt(&p, 1),
+                    ci: opt(&p, 2),
+                    act: num(&p, 3),
+                },
+                None => other(),
+            }
+        }
+        "+CUSD" => match num::<u8>(&p, 0) {
+            Some(m) => Urc::Cusd {
+                m,
+                text: params_text(rest, 1),
+                dcs: num(&p, 2),
+            },
+            None => other(),
+        },
+        "^RSSI" => rest.parse().map_or_else(|_| other(), Urc::Rssi),
+        "^BOOT" => Urc::Boot(rest.to_owned()),
+        "^MODE" => Urc::Mode(rest.to_owned()),
+        "^SIMST" => Urc::Simst(rest.to_owned()),
+        "+CPIN" if !rest.is_empty() => Urc::Cpin(rest.to_owned()),
+        "+CFUN" => rest.parse().map_or_else(|_| other(), Urc::Cfun),
+        _ => other(),
+    }
+}
+
+/// The `i`-th parameter of the raw text, quotes removed but content untouched (a USSD text
+/// may contain commas inside its quotes and spaces that must survive).
+fn params_text(rest: &str, i: usize) -> Option<String> {
+    let mut idx = 0;
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in rest.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                if idx == i {
+                    break;
+                }
+                idx += 1;
+                cur.clear();
+            }
+            _ if idx == i => cur.push(c),
+            _ => {}
+        }
+    }
+    if idx == i && !cur.is_empty() {
+        Some(cur)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finals() {
+        assert_eq!(parse_final("OK"), Some(FinalResult::Ok));
+        assert_eq!(parse_final("ERROR"), Some(FinalResult::Error));
+        assert_eq!(
+            parse_final("+CME ERROR: 14"),
+            Some(FinalResult::CmeError(CmeError::from_code(14)))
+        );
+        assert_eq!(
+            parse_final("+CMS ERROR: 500"),
+            Some(FinalResult::CmsError(CmsError::from_code(500)))
+        );
+        match parse_final("+CMS ERROR: SIM busy") {
+            Some(FinalResult::CmsError(e)) => {
+                assert_eq!(e.code(), Some(314));
+                assert_eq!(e.text(), Some("SIM busy"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_final("NO CARRIER"), Some(FinalResult::NoCarrier));
+        assert_eq!(parse_final("BUSY"), Some(FinalResult::Busy));
+        assert_eq!(parse_final("NO ANSWER"), Some(FinalResult::NoAnswer));
+        assert_eq!(parse_final("NO DIALTONE"), Some(FinalResult::NoDialtone));
+        assert_eq!(
+            parse_final("CONNECT 9600"),
+            Some(FinalResult::Connect("9600".into()))
+        );
+        assert_eq!(parse_final("CONNECTED"), None);
+        assert_eq!(parse_final("OKAY"), None);
+        assert_eq!(parse_final("+CMGS: 5"), None);
+        assert_eq!(
+            parse_final("+CME ERROR"),
+            Some(FinalResult::CmeError(CmeError::parse("")))
+        );
+    }
+
+    #[test]
+    fn urcs() {
+        assert_eq!(
+            parse_urc("+CMTI: \"SM\",3"),
+            Urc::Cmti {
+                mem: "SM".into(),
+                index: 3
+            }
+        );
+        assert_eq!(
+            parse_urc("+CDSI: \"SR\",5"),
+            Urc::Cdsi {
+                mem: "SR".into(),
+                index: 5
+            }
+        );
+        assert_eq!(
+            parse_urc("+CREG: 1,\"00C3\",\"0000B8A3\",7"),
+            Urc::Registration {
+                kind: RegistrationKind::Cs,
+                stat: 1,
+                lac: Some("00C3".into()),
+                ci: Some("0000B8A3".into()),
+                act: Some(7)
+            }
+        );
+        assert_eq!(
+            parse_urc("+CEREG: 5"),
+            Urc::Registration {
+                kind: RegistrationKind::Eps,
+                stat: 5,
+                lac: None,
+                ci: None,
+                act: None
+            }
+        );
+        assert_eq!(
+            parse_urc("+CUSD: 0,\"Balance: 1,50 EUR\",15"),
+            Urc::Cusd {
+                m: 0,
+                text: Some("Balance: 1,50 EUR".into()),
+                dcs: Some(15)
+            }
+        );
+        assert_eq!(
+            parse_urc("+CUSD: 2"),
+            Urc::Cusd {
+                m: 2,
+                text: None,
+                dcs: None
+            }
+        );
+        assert_eq!(parse_urc("RING"), Urc::Ring);
+        assert_eq!(parse_urc("^RSSI: 17"), Urc::Rssi(17));
+        assert_eq!(
+            parse_urc("^BOOT:1234,0,0,0,72"),
+            Urc::Boot("1234,0,0,0,72".into())
+        );
+        assert_eq!(parse_urc("^MODE:5,4"), Urc::Mode("5,4".into()));
+        assert_eq!(parse_urc("^SIMST: 1"), Urc::Simst("1".into()));
+        assert_eq!(parse_urc("+CPIN: READY"), Urc::Cpin("READY".into()));
+        assert_eq!(parse_urc("RDY"), Urc::Rdy);
+        assert_eq!(parse_urc("+CFUN: 1"), Urc::Cfun(1));
+        assert_eq!(parse_urc("SMS Ready"), Urc::SmsReady);
+        assert_eq!(parse_urc("Call Ready"), Urc::CallReady);
+        for junk in [
+            "+CMTI: \"SM\"",
+            "+CMTI:",
+            "^RSSI: x",
+            "+CFUN: 999",
+            "PB DONE",
+            ":",
+            "",
+        ] {
+            assert!(!parse_urc(junk).is_known(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn two_line_urcs() {
+        assert!(urc_has_data_line("+CMT: ,24"));
+        assert!(urc_has_data_line(
+            "+CMT: \"+4912345\",,\"24/01/01,10:00:00+04\""
+        ));
+        assert!(urc_has_data_line("+CDS: 25"));
+        assert!(!urc_has_data_line(
+            "+CDS: 6,12,\"+49123\",145,\"t\",\"t\",0"
+        ));
+        assert!(!urc_has_data_line("+CDSI: \"SR\",1"));
+        assert!(!urc_has_data_line("+CMTI: \"SM\",1"));
+        assert_eq!(
+            parse_urc_with_data("+CMT: ,24", "07911326040000F0"),
+            Urc::Cmt {
+                alpha: None,
+                length: 24,
+                pdu: "07911326040000F0".into()
+            }
+        );
+        assert_eq!(
+            parse_urc_with_data("+CMT: \"Bob\",24", "00"),
+            Urc::Cmt {
+                alpha: Some("Bob".into()),
+                length: 24,
+                pdu: "00".into()
+            }
+        );
+        assert_eq!(
+            parse_urc_with_data("+CDS: 25", "0006"),
+            Urc::Cds {
+                length: 25,
+                pdu: "0006".into()
+            }
+        );
+        assert_eq!(
+            parse_urc_with_data("+CMT: \"+49\",,\"x\"", "hello"),
+            Urc::Other("+CMT: \"+49\",,\"x\"\nhello".into())
+        );
+    }
+}
