@@ -1,0 +1,2 @@
+//! PDU codec benchmarks (placeholder body filled below).
+fn main() {}

@@ -1,0 +1,10 @@
+//! gsmgw: a reliable SMS gateway for banks of USB/serial GSM modems.
+//!
+//! The crate is layered so that the protocol cores can be tested byte by byte without
+//! any IO: [`pdu`] (SMS TPDU codec and splitting planner) and `at` (the AT session) do
+//! no IO and take time as an argument; the shells around them (serial, SQLite, HTTP)
+//! stay thin.
+
+pub mod at;
+pub mod cli;
+pub mod pdu;
