@@ -9,10 +9,10 @@
 //! - a line ends at any CR or LF (`\r\n`, lone `\r`, lone `\n`); empty lines are skipped, so
 //!   emitting on the CR and then skipping the LF is the same as seeing `\r\n` at once;
 //! - the prompt is a `>` at the start of a line followed by a space or a line end
-//!   (`\r\n> ` and `\r\n>\r\n`); a `>` alone at the end of the buffer is only taken as the
-//!   prompt while the session waits for one (some modems send no space), otherwise we wait
-//!   for the next byte. The space after the prompt, if it comes later, is trimmed away
-//!   with the next line, so both paths give the same tokens;
+//!   (`\r\n> ` and `\r\n>\r\n`). While the session waits for the prompt, any `>` at the
+//!   start of a line is the prompt, taken alone (some modems send no space, and the space
+//!   may not have arrived yet): the space is then trimmed away with the next line, so the
+//!   tokens do not depend on where the input was cut;
 //! - our own control characters echoed back (Ctrl-Z 0x1A, ESC 0x1B) are dropped from lines;
 //!   spaces and tabs around a line are trimmed;
 //! - a line holding any other control byte, DEL, or invalid UTF-8 (0xFF, noise after a
@@ -164,16 +164,18 @@ impl Lexer {
             if self.buf.is_empty() {
                 return None;
             }
+            if self.prompt_pending && self.buf.first() == Some(&b'>') {
+                // Only the '>': whether a space follows may not be known yet, and taking it
+                // only sometimes would make the result depend on the chunking.
+                self.buf.drain(..1);
+                return Some(Token::Prompt);
+            }
             let (consumed, tok) = match token(&self.buf) {
                 Ok((rest, Raw::Prompt)) => (self.buf.len() - rest.len(), Some(Token::Prompt)),
                 Ok((rest, Raw::Line(content))) => (self.buf.len() - rest.len(), classify(content)),
                 Err(_) => {
                     // Incomplete (or, defensively, any parse error: `line` accepts
                     // everything once a line end is present).
-                    if self.prompt_pending && self.buf == b">" {
-                        self.buf.clear();
-                        return Some(Token::Prompt);
-                    }
                     if self.buf.len() > MAX_LINE {
                         self.skipping = Some(self.buf.len());
                         self.buf.clear();
