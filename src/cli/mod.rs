@@ -1,4 +1,37 @@
-//! The command line.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The `gsmgw` command line: argument parsing (clap) and dispatch to one module per
+//! command family. Each command prints JSON on stdout where another tool may read it,
+//! and exactly one `error: …` line on stderr with a non-zero exit when it fails.
+
+mod pdu;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "gsmgw", version, about = "SMS gateway for banks of GSM modems")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Encode and decode SMS PDUs (no modem needed).
+    #[command(subcommand)]
+    Pdu(pdu::PduCommand),
+}
+
+/// Runs the command line and maps failures to one stderr line and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pdu(cmd) => pdu::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

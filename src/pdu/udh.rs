@@ -37,7 +37,8 @@ impl Element {
         }
     }
 
-    fn data(&self) -> Vec<u8> {
+    /// The element's data octets (without IEI and length).
+    pub fn data(&self) -> Vec<u8> {
         match self {
             Element::Concat8 {
                 reference,
