@@ -24,5 +24,5 @@ mod tests;
 
 pub use command::Command;
 pub use error::{AtError, Classification, CmeError, CmsError};
-pub use response::{FinalResult, RegistrationKind, Urc};
+pub use response::{FinalResult, RegistrationKind, Urc, info_params, records};
 pub use session::{CommandId, Event, Session, SessionConfig};

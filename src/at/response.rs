@@ -212,6 +212,31 @@ fn num<T: std::str::FromStr>(params: &[String], i: usize) -> Option<T> {
     params.get(i).and_then(|p| p.parse().ok())
 }
 
+/// The parameters of an information line with the given prefix (`"+CSQ:"` on
+/// `"+CSQ: 20,99"` gives `["20", "99"]`), quotes removed; `None` if the prefix differs.
+pub fn info_params(line: &str, prefix: &str) -> Option<Vec<String>> {
+    strip_prefix_ignore_case(line.trim(), prefix).map(split_params)
+}
+
+/// Pairs the lines of a `+CMGL`/`+CMGR` response into `(header, data)` records. A header
+/// with no data line (empty slot) gets an empty data string; stray data lines are skipped.
+pub fn records(lines: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut open = false;
+    for line in lines {
+        if response_has_data_line(line) {
+            out.push((line.clone(), String::new()));
+            open = true;
+        } else if open {
+            if let Some(last) = out.last_mut() {
+                last.1 = line.clone();
+            }
+            open = false;
+        }
+    }
+    out
+}
+
 /// Whether a URC header is followed by a data line (the PDU, or in text mode the text).
 ///
 /// `+CMT` always is; `+CDS`/`+CBM` only in PDU mode, where their only parameter is the
@@ -443,6 +468,7 @@ mod tests {
             }
         );
         assert_eq!(parse_urc("RING"), Urc::Ring);
+        assert_eq!(parse_urc("  RING "), Urc::Ring);
         assert_eq!(parse_urc("^RSSI: 17"), Urc::Rssi(17));
         assert_eq!(
             parse_urc("^BOOT:1234,0,0,0,72"),
@@ -466,6 +492,38 @@ mod tests {
         ] {
             assert!(!parse_urc(junk).is_known(), "{junk}");
         }
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(
+            info_params("+CSQ: 20,99", "+CSQ:"),
+            Some(vec!["20".to_owned(), "99".to_owned()])
+        );
+        assert_eq!(
+            info_params("+COPS: 0,0,\"Op, Inc\",7", "+COPS:"),
+            Some(vec!["0".into(), "0".into(), "Op, Inc".into(), "7".into()])
+        );
+        assert_eq!(info_params("+CSQ: 1", "+CREG:"), None);
+        let lines: Vec<String> = [
+            "+CMGL: 1,1,,3",
+            "AA",
+            "+CMGL: 2,1,,0",
+            "+CMGL: 3,0,,3",
+            "BB",
+            "CC",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(
+            records(&lines),
+            vec![
+                ("+CMGL: 1,1,,3".to_owned(), "AA".to_owned()),
+                ("+CMGL: 2,1,,0".to_owned(), String::new()),
+                ("+CMGL: 3,0,,3".to_owned(), "BB".to_owned()),
+            ]
+        );
     }
 
     #[test]

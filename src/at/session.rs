@@ -30,6 +30,15 @@ use super::response::{
 const CTRL_Z: u8 = 0x1A;
 const ESC: u8 = 0x1B;
 
+/// `now + d` without the overflow panic of `Instant + Duration` (a caller may pass
+/// `Duration::MAX` to mean "forever"): saturates at about a century.
+fn after(now: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d.min(CENTURY))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Identifies a command given to [`Session::send`]; increasing, never reused by a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CommandId(pub u64);
@@ -218,7 +227,7 @@ impl Session {
         } = &mut self.state
         {
             if !bytes.is_empty() {
-                *quiet_until = (now + self.config.drain_quiet).min(*hard_until);
+                *quiet_until = after(now, self.config.drain_quiet).min(*hard_until);
             }
         }
         self.lexer.push(bytes);
@@ -253,7 +262,7 @@ impl Session {
                 self.flush_pending();
                 self.transmit.push_back(b"AT\r".to_vec());
                 self.state = State::Resyncing {
-                    deadline: now + self.config.resync_timeout,
+                    deadline: after(now, self.config.resync_timeout),
                     attempt,
                 };
             }
@@ -354,7 +363,7 @@ impl Session {
             id,
             cmd,
             lines: Vec::new(),
-            deadline: now + wait,
+            deadline: after(now, wait),
             phase,
         });
     }
@@ -363,9 +372,9 @@ impl Session {
         self.transmit.push_back(vec![ESC]);
         self.lexer.set_prompt_pending(false);
         self.state = State::Draining {
-            quiet_until: now + self.config.drain_quiet,
+            quiet_until: after(now, self.config.drain_quiet),
             attempt,
-            hard_until: now + self.config.drain_max,
+            hard_until: after(now, self.config.drain_max),
         };
     }
 
@@ -377,7 +386,7 @@ impl Session {
                 self.transmit.push_back(data);
                 f.phase = Phase::AwaitFinal;
                 // From here on, the wait is the network's: the command's full timeout.
-                f.deadline = now + f.cmd.timeout_duration();
+                f.deadline = after(now, f.cmd.timeout_duration());
                 self.lexer.set_prompt_pending(false);
             }
             // A prompt nobody asked for means the modem waits for text we will never send:

@@ -886,6 +886,77 @@ fn handle_timeout_is_harmless_early_or_idle() {
     assert_eq!(s.poll_transmit(), None);
 }
 
+#[test]
+fn huge_timeout_does_not_overflow() {
+    let t0 = Instant::now();
+    let mut s = Session::new();
+    s.send(Command::csq().timeout(Duration::MAX), t0).unwrap();
+    assert!(s.poll_timeout().unwrap() > t0 + Duration::from_secs(3600));
+    s.handle_timeout(t0 + Duration::from_secs(3600));
+    assert_eq!(s.poll_event(), None);
+}
+
+#[test]
+fn overlong_noise_line_is_garbage_and_does_not_break_the_command() {
+    let t0 = Instant::now();
+    let mut s = Session::new();
+    s.send(Command::csq(), t0).unwrap();
+    let noise = vec![b'7'; lexer::MAX_LINE * 3];
+    for chunk in noise.chunks(100) {
+        s.handle_input(chunk, t0);
+    }
+    s.handle_input(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n", t0);
+    assert_eq!(
+        s.poll_event(),
+        Some(Event::GarbageSkipped {
+            bytes: lexer::MAX_LINE * 3
+        })
+    );
+    assert!(
+        matches!(s.poll_event(), Some(Event::Response { lines, .. }) if lines == ["+CSQ: 20,99"])
+    );
+    assert_eq!(s.garbage_count(), (lexer::MAX_LINE * 3) as u64);
+}
+
+#[test]
+fn text_mode_urcs_do_not_jam() {
+    // Text-mode +CMT (driver misconfigured) still consumes its text line; text-mode +CDS is
+    // a single line.
+    let out = run(
+        &[Command::csq()],
+        b"\r\n+CMT: \"+4915\",,\"24/01/01,10:00:00+04\"\r\nhello OK\r\n+CDS: 6,12,\"+49\",145,\"a\",\"b\",0\r\n+CSQ: 3,99\r\nOK\r\n",
+    );
+    assert_eq!(
+        urcs(&out),
+        vec![
+            &Urc::Other("+CMT: \"+4915\",,\"24/01/01,10:00:00+04\"\nhello OK".into()),
+            &Urc::Other("+CDS: 6,12,\"+49\",145,\"a\",\"b\",0".into()),
+        ]
+    );
+    assert_eq!(response(&out, 0).1, strings(&["+CSQ: 3,99"]));
+}
+
+#[test]
+fn two_line_urc_interrupted_by_final() {
+    // The +CMT data line got lost on the wire: the OK still finishes the command.
+    let out = run(&[Command::csq()], b"\r\n+CMT: ,39\r\n\x00\r\nOK\r\n");
+    assert_eq!(urcs(&out), vec![&Urc::Other("+CMT: ,39".into())]);
+    assert!(response(&out, 0).2.is_ok());
+}
+
+#[test]
+fn response_records_helper_on_cmgl() {
+    let input = format!("\r\n+CMGL: 1,1,,39\r\n{PDU_A}\r\n+CMGL: 2,0,,32\r\n{PDU_B}\r\n\r\nOK\r\n");
+    let out = run(&[Command::cmgl(4)], input.as_bytes());
+    let recs = records(response(&out, 0).1);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1].1, PDU_B);
+    assert_eq!(
+        info_params(&recs[0].0, "+CMGL:"),
+        Some(strings(&["1", "1", "", "39"]))
+    );
+}
+
 // ---- proptests ----
 
 fn arb_command() -> impl Strategy<Value = Command> {
