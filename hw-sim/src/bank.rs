@@ -1,0 +1,691 @@
+//! The bank: PTYs, links, TCP ports and one async IO task per modem.
+//!
+//! Owns: creating a raw-mode PTY per modem and its `DIR/modem<i>` symlink, moving bytes
+//! between the PTY master (and the optional TCP client) and the modem state machine,
+//! unplug/replug (PTY closed and link removed, later a new PTY), the timeline of a
+//! scenario, and the [`BankHandle`] that the binary, the daemon's `--sim` mode and the
+//! tests drive.
+
+use crate::control;
+use crate::fault::{Fault, Scenario, ScenarioError};
+use crate::modem::{Metrics, Modem, ModemConfig};
+use crate::network::{IoCmd, IoState, ModemCell, NetMetrics, Network, OutsideMessage, lock};
+use crate::profile::{Identity, Profile, ProfileName};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// How to build a bank. `BankConfig::default()` is one generic modem in `./hw-sim-links`.
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    pub modems: usize,
+    pub link_dir: PathBuf,
+    pub profile: ProfileName,
+    /// CMGS latency range in ms (`--latency`), used where no latency fault is set.
+    pub latency: (u64, u64),
+    pub seed: u64,
+    pub scenario: Option<Scenario>,
+    /// Serve modem i on 127.0.0.1:tcp_base+i too.
+    pub tcp_base: Option<u16>,
+    /// Bind the HTTP control API here (port 0 picks a free one).
+    pub control: Option<SocketAddr>,
+}
+
+impl Default for BankConfig {
+    fn default() -> Self {
+        BankConfig {
+            modems: 1,
+            link_dir: PathBuf::from("hw-sim-links"),
+            profile: ProfileName::Generic,
+            latency: (20, 20),
+            seed: 0,
+            scenario: None,
+            tcp_base: None,
+            control: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BankError {
+    #[error("PTY: {0}")]
+    Pty(#[from] nix::Error),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error("bad config: {0}")]
+    Config(String),
+    #[error("no such modem {0}")]
+    NoModem(usize),
+    #[error("invalid fault: {0}")]
+    Fault(String),
+}
+
+/// What `GET /modems` shows of one modem.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModemInfo {
+    pub index: usize,
+    /// The stable symlink `DIR/modem<i>`.
+    pub path: PathBuf,
+    /// The current `/dev/pts/N`, absent while unplugged.
+    pub pty: Option<PathBuf>,
+    pub msisdn: String,
+    pub imsi: String,
+    pub iccid: String,
+    pub imei: String,
+    pub profile: &'static str,
+    pub state: String,
+    pub tcp_port: Option<u16>,
+}
+
+/// Per-modem counters of `GET /metrics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModemMetrics {
+    pub index: usize,
+    #[serde(flatten)]
+    pub counts: Metrics,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BankMetrics {
+    pub modems: Vec<ModemMetrics>,
+    pub network: NetMetrics,
+}
+
+/// The shared core behind a [`BankHandle`] and the control API.
+pub struct BankCore {
+    pub network: Arc<Network>,
+    pub tcp_base: Option<u16>,
+}
+
+impl BankCore {
+    pub fn modems(&self) -> Vec<ModemInfo> {
+        let now = Instant::now();
+        self.network
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let io = lock(&c.io).clone();
+                let m = lock(&c.modem);
+                ModemInfo {
+                    index: i,
+                    path: c.link.clone(),
+                    pty: io.pty.clone(),
+                    msisdn: m.identity.msisdn.clone(),
+                    imsi: m.identity.imsi.clone(),
+                    iccid: m.identity.iccid.clone(),
+                    imei: m.identity.imei.clone(),
+                    profile: m.profile.name.as_str(),
+                    state: if io.online {
+                        m.state(now).to_string()
+                    } else {
+                        "unplugged".to_string()
+                    },
+                    tcp_port: self.tcp_base.map(|b| b + i as u16),
+                }
+            })
+            .collect()
+    }
+
+    fn cell(&self, i: usize) -> Result<&Arc<ModemCell>, BankError> {
+        self.network.cells.get(i).ok_or(BankError::NoModem(i))
+    }
+
+    pub fn set_fault(&self, i: usize, f: Fault) -> Result<Vec<Fault>, BankError> {
+        f.validate().map_err(BankError::Fault)?;
+        let c = self.cell(i)?;
+        let (events, faults) = {
+            let mut m = lock(&c.modem);
+            m.apply_fault(f, Instant::now());
+            (m.take_events(), m.faults())
+        };
+        for e in events {
+            self.network.on_event(i, e);
+        }
+        c.notify.notify_one();
+        Ok(faults)
+    }
+
+    pub fn faults(&self, i: usize) -> Result<Vec<Fault>, BankError> {
+        Ok(lock(&self.cell(i)?.modem).faults())
+    }
+
+    pub fn clear_faults(&self, i: usize) -> Result<(), BankError> {
+        let c = self.cell(i)?;
+        lock(&c.modem).clear_faults(Instant::now());
+        c.notify.notify_one();
+        Ok(())
+    }
+
+    pub fn inject_inbound(&self, i: usize, from: &str, text: &str) -> Result<usize, BankError> {
+        self.cell(i)?;
+        self.network
+            .inject(i, from, text)
+            .map_err(BankError::Config)
+    }
+
+    pub fn metrics(&self) -> BankMetrics {
+        BankMetrics {
+            modems: self
+                .network
+                .cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| ModemMetrics {
+                    index: i,
+                    counts: lock(&c.modem).metrics.clone(),
+                })
+                .collect(),
+            network: self.network.metrics(),
+        }
+    }
+}
+
+/// A running bank. Dropping it stops the modems and removes the links too; `shutdown`
+/// does so and waits.
+pub struct BankHandle {
+    core: Arc<BankCore>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    control_addr: Option<SocketAddr>,
+    links: Vec<PathBuf>,
+}
+
+/// Entry point of the in-process API.
+pub struct Bank;
+
+impl Bank {
+    /// Starts a bank on the current tokio runtime; when it returns, every link exists.
+    pub async fn start(cfg: BankConfig) -> Result<BankHandle, BankError> {
+        if cfg.modems == 0 || cfg.modems > 4096 {
+            return Err(BankError::Config("modems must be 1..=4096".into()));
+        }
+        if cfg.latency.0 > cfg.latency.1 {
+            return Err(BankError::Config("latency MIN > MAX".into()));
+        }
+        let scenario = cfg.scenario.clone().unwrap_or_default();
+        scenario.check_modems(cfg.modems)?;
+        let seed = scenario.seed.unwrap_or(cfg.seed);
+        std::fs::create_dir_all(&cfg.link_dir)
+            .map_err(|e| BankError::Io(cfg.link_dir.display().to_string(), e))?;
+        let now = Instant::now();
+        let mut cells = Vec::with_capacity(cfg.modems);
+        let mut ctl_rxs = Vec::with_capacity(cfg.modems);
+        let mut links = Vec::with_capacity(cfg.modems);
+        for i in 0..cfg.modems {
+            let ms = scenario.modem.iter().filter(|m| m.index == i);
+            let mut profile = cfg.profile.for_index(i);
+            let mut faults = Vec::new();
+            for m in ms {
+                if let Some(p) = m.profile {
+                    profile = p.for_index(i);
+                }
+                faults.extend(m.faults.iter().cloned());
+            }
+            let modem = Modem::new(
+                ModemConfig {
+                    index: i,
+                    identity: Identity::new(seed, i),
+                    profile: Profile::get(profile),
+                    seed,
+                    latency: cfg.latency,
+                    network: scenario.network.clone(),
+                    faults,
+                },
+                now,
+            );
+            let (tx, rx) = mpsc::unbounded_channel();
+            let link = cfg.link_dir.join(format!("modem{i}"));
+            links.push(link.clone());
+            cells.push(Arc::new(ModemCell {
+                modem: std::sync::Mutex::new(modem),
+                notify: tokio::sync::Notify::new(),
+                io: std::sync::Mutex::new(IoState::default()),
+                ctl: tx,
+                link,
+            }));
+            ctl_rxs.push(rx);
+        }
+        let network = Arc::new(Network::new(scenario.network.clone(), cells, seed));
+        let core = Arc::new(BankCore {
+            network: Arc::clone(&network),
+            tcp_base: cfg.tcp_base,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        // Open every PTY before returning so callers can use the links at once.
+        let mut ptys = Vec::with_capacity(cfg.modems);
+        for cell in &network.cells {
+            let p = match Pty::open(&cell.link) {
+                Ok(p) => p,
+                Err(e) => {
+                    for l in &links {
+                        let _ = std::fs::remove_file(l);
+                    }
+                    return Err(e);
+                }
+            };
+            *lock(&cell.io) = IoState {
+                online: true,
+                pty: Some(p.path.clone()),
+            };
+            ptys.push(p);
+        }
+        for (i, (pty, ctl_rx)) in ptys.into_iter().zip(ctl_rxs).enumerate() {
+            let (tcp_tx, tcp_rx) = mpsc::channel(64);
+            if let Some(base) = cfg.tcp_base {
+                let port = base
+                    .checked_add(i as u16)
+                    .ok_or_else(|| BankError::Config("tcp port overflow".into()))?;
+                let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| BankError::Io(format!("bind 127.0.0.1:{port}"), e))?;
+                tasks.push(tokio::spawn(tcp_accept(l, tcp_tx, shutdown_rx.clone())));
+            }
+            let net = Arc::clone(&network);
+            tasks.push(tokio::spawn(run_modem(
+                net,
+                i,
+                pty,
+                ctl_rx,
+                tcp_rx,
+                shutdown_rx.clone(),
+            )));
+        }
+        for t in &scenario.timeline {
+            let core2 = Arc::clone(&core);
+            let t = t.clone();
+            let mut sd = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(t.at_ms)) => {
+                        if let Err(e) = core2.set_fault(t.modem, t.fault) {
+                            eprintln!("hw-sim: timeline: {e}");
+                        }
+                    }
+                    _ = sd.changed() => {}
+                }
+            }));
+        }
+        let mut control_addr = None;
+        if let Some(addr) = cfg.control {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| BankError::Io(format!("bind {addr}"), e))?;
+            control_addr = l.local_addr().ok();
+            let router = control::router(Arc::clone(&core));
+            let mut sd = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = axum::serve(l, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = sd.changed().await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    eprintln!("hw-sim: control API: {e}");
+                }
+            }));
+        }
+        Ok(BankHandle {
+            core,
+            tasks,
+            shutdown,
+            control_addr,
+            links,
+        })
+    }
+}
+
+impl BankHandle {
+    pub fn modems(&self) -> Vec<ModemInfo> {
+        self.core.modems()
+    }
+    /// Messages that left the bank for outside numbers, reassembled.
+    pub fn messages(&self) -> Vec<OutsideMessage> {
+        self.core.network.outside()
+    }
+    pub fn clear_messages(&self) {
+        self.core.network.clear_outside()
+    }
+    /// An SMS from `from` to modem `modem`; returns the number of parts.
+    pub fn inject_inbound(&self, modem: usize, from: &str, text: &str) -> Result<usize, BankError> {
+        self.core.inject_inbound(modem, from, text)
+    }
+    /// Applies a fault; returns the standing faults of that modem afterwards.
+    pub fn set_fault(&self, modem: usize, f: Fault) -> Result<Vec<Fault>, BankError> {
+        self.core.set_fault(modem, f)
+    }
+    pub fn faults(&self, modem: usize) -> Result<Vec<Fault>, BankError> {
+        self.core.faults(modem)
+    }
+    pub fn clear_faults(&self, modem: usize) -> Result<(), BankError> {
+        self.core.clear_faults(modem)
+    }
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_addr
+    }
+    pub fn metrics(&self) -> BankMetrics {
+        self.core.metrics()
+    }
+    /// Stops every modem, closes the PTYs and removes the links.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.remove_links();
+    }
+
+    fn stop(&self) {
+        self.core.network.closed.store(true, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+    }
+
+    fn remove_links(&self) {
+        for l in &self.links {
+            let _ = std::fs::remove_file(l);
+        }
+    }
+}
+
+impl Drop for BankHandle {
+    fn drop(&mut self) {
+        self.stop();
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.remove_links();
+    }
+}
+
+/// A PTY pair: the master split for async read/write, our own slave fd kept open so
+/// the master never sees EIO when clients close and reopen the port.
+struct Pty {
+    reader: pipe::Receiver,
+    writer: pipe::Sender,
+    _slave: OwnedFd,
+    path: PathBuf,
+    link: PathBuf,
+}
+
+impl Pty {
+    fn open(link: &Path) -> Result<Pty, BankError> {
+        let r = nix::pty::openpty(None, None)?;
+        let mut t = tcgetattr(&r.slave)?;
+        cfmakeraw(&mut t);
+        tcsetattr(&r.slave, SetArg::TCSANOW, &t)?;
+        let path = nix::unistd::ttyname(&r.slave)?;
+        let fl = OFlag::from_bits_truncate(fcntl(&r.master, FcntlArg::F_GETFL)?);
+        fcntl(&r.master, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
+        let rd = r
+            .master
+            .try_clone()
+            .map_err(|e| BankError::Io("dup master".into(), e))?;
+        // Safe wrappers over the fd: tokio's pipe types only need a non-blocking fd
+        // that epoll accepts, which a PTY master is.
+        let reader = pipe::Receiver::from_owned_fd_unchecked(rd)
+            .map_err(|e| BankError::Io("register".into(), e))?;
+        let writer = pipe::Sender::from_owned_fd_unchecked(r.master)
+            .map_err(|e| BankError::Io("register".into(), e))?;
+        // Publish atomically: a client never sees a half-made link.
+        let tmp = link.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&path, &tmp)
+            .map_err(|e| BankError::Io(tmp.display().to_string(), e))?;
+        std::fs::rename(&tmp, link).map_err(|e| BankError::Io(link.display().to_string(), e))?;
+        Ok(Pty {
+            reader,
+            writer,
+            _slave: r.slave,
+            path,
+            link: link.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        // Only remove the link if it still points at this PTY.
+        if std::fs::read_link(&self.link).is_ok_and(|p| p == self.path) {
+            let _ = std::fs::remove_file(&self.link);
+        }
+    }
+}
+
+enum TcpMsg {
+    Connected(mpsc::Sender<Vec<u8>>),
+    Data(Vec<u8>),
+    Gone,
+}
+
+/// ser2net-like: one client at a time per port; a second one is refused.
+async fn tcp_accept(
+    l: tokio::net::TcpListener,
+    to_modem: mpsc::Sender<TcpMsg>,
+    mut sd: watch::Receiver<bool>,
+) {
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    loop {
+        let (sock, _) = tokio::select! {
+            r = l.accept() => match r { Ok(x) => x, Err(_) => { tokio::time::sleep(Duration::from_millis(100)).await; continue } },
+            _ = sd.changed() => return,
+        };
+        if busy.swap(true, Ordering::SeqCst) {
+            drop(sock);
+            continue;
+        }
+        let (mut rd, mut wr) = sock.into_split();
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+        if to_modem.send(TcpMsg::Connected(out_tx)).await.is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some(b) = out_rx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let tx = to_modem.clone();
+        let busy2 = Arc::clone(&busy);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(TcpMsg::Data(buf[..n].to_vec())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(TcpMsg::Gone).await;
+            busy2.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+enum Exit {
+    Shutdown,
+    Replug(u64),
+}
+
+/// Output kept for a host that is not reading; beyond this the oldest bytes are lost,
+/// as a real modem's UART buffer would overflow.
+const MAX_PENDING: usize = 64 * 1024;
+
+async fn run_modem(
+    net: Arc<Network>,
+    i: usize,
+    first: Pty,
+    mut ctl: mpsc::UnboundedReceiver<IoCmd>,
+    mut tcp: mpsc::Receiver<TcpMsg>,
+    mut sd: watch::Receiver<bool>,
+) {
+    let Some(cell) = net.cells.get(i).cloned() else {
+        return;
+    };
+    let mut pty = Some(first);
+    let mut tcp_out: Option<mpsc::Sender<Vec<u8>>> = None;
+    loop {
+        let Some(mut p) = pty.take() else { return };
+        let exit = serve(
+            &net,
+            &cell,
+            i,
+            &mut p,
+            &mut ctl,
+            &mut tcp,
+            &mut tcp_out,
+            &mut sd,
+        )
+        .await;
+        drop(p);
+        *lock(&cell.io) = IoState {
+            online: false,
+            pty: None,
+        };
+        tcp_out = None;
+        match exit {
+            Exit::Shutdown => return,
+            Exit::Replug(down) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(down)) => {}
+                    _ = sd.changed() => return,
+                }
+                loop {
+                    match Pty::open(&cell.link) {
+                        Ok(np) => {
+                            *lock(&cell.io) = IoState {
+                                online: true,
+                                pty: Some(np.path.clone()),
+                            };
+                            lock(&cell.modem).replugged(Instant::now());
+                            pty = Some(np);
+                            break;
+                        }
+                        Err(e) => {
+                            eprintln!("hw-sim: modem{i}: cannot recreate PTY: {e}");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = sd.changed() => return,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    net: &Arc<Network>,
+    cell: &Arc<ModemCell>,
+    i: usize,
+    p: &mut Pty,
+    ctl: &mut mpsc::UnboundedReceiver<IoCmd>,
+    tcp: &mut mpsc::Receiver<TcpMsg>,
+    tcp_out: &mut Option<mpsc::Sender<Vec<u8>>>,
+    sd: &mut watch::Receiver<bool>,
+) -> Exit {
+    let mut buf = [0u8; 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let deadline = lock(&cell.modem).poll_timeout();
+        let mut input: Option<Vec<u8>> = None;
+        let mut timed_out = false;
+        tokio::select! {
+            r = p.reader.read(&mut buf) => match r {
+                Ok(n) if n > 0 => input = Some(buf[..n].to_vec()),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    eprintln!("hw-sim: modem{i}: read: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = cell.notify.notified() => {}
+            _ = sleep_opt(deadline) => timed_out = true,
+            c = ctl.recv() => {
+                if let Some(IoCmd::Replug { down_ms }) = c {
+                    return Exit::Replug(down_ms);
+                }
+            }
+            m = tcp.recv() => match m {
+                Some(TcpMsg::Connected(tx)) => *tcp_out = Some(tx),
+                Some(TcpMsg::Data(d)) => input = Some(d),
+                Some(TcpMsg::Gone) => *tcp_out = None,
+                None => {}
+            },
+            _ = p.writer.writable(), if !pending.is_empty() => {}
+            _ = sd.changed() => return Exit::Shutdown,
+        }
+        let (out, events) = {
+            let mut m = lock(&cell.modem);
+            let now = Instant::now();
+            if timed_out {
+                m.handle_timeout(now);
+            }
+            if let Some(d) = &input {
+                m.input(d, now);
+            }
+            (m.take_output(), m.take_events())
+        };
+        if !out.is_empty() {
+            if let Some(tx) = tcp_out.as_ref() {
+                let _ = tx.try_send(out.clone());
+            }
+            pending.extend_from_slice(&out);
+        }
+        while !pending.is_empty() {
+            match p.writer.try_write(&pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                }
+                Err(_) => break,
+            }
+        }
+        if pending.len() > MAX_PENDING {
+            let cut = pending.len() - MAX_PENDING;
+            pending.drain(..cut);
+        }
+        let mut replug = None;
+        for e in events {
+            match e {
+                crate::modem::Event::Replug { down_ms } => replug = Some(down_ms),
+                e => net.on_event(i, e),
+            }
+        }
+        if let Some(d) = replug {
+            // Let the final OK of AT+CFUN=1,1 reach the host before the port goes.
+            if !pending.is_empty() {
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), p.writer.write_all(&pending))
+                        .await;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            return Exit::Replug(d);
+        }
+    }
+}
+
+async fn sleep_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,386 @@
+//! Faults and scenario files.
+//!
+//! Owns: the fault vocabulary shared by `--scenario`, the control API
+//! (`POST /modems/{i}/faults`) and the Rust API, and the scenario file format (TOML or
+//! JSON). A fault is either a standing condition (kept until replaced or cleared) or an
+//! action done once (unplug, hang now, reboot, garbage now, signal change).
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Network registration as `+CREG` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RegState {
+    #[default]
+    Home,
+    Roaming,
+    Searching,
+    Denied,
+    NotRegistered,
+}
+
+impl RegState {
+    /// `<stat>` of 3GPP TS 27.007 §7.2.
+    pub fn stat(self) -> u8 {
+        match self {
+            RegState::NotRegistered => 0,
+            RegState::Home => 1,
+            RegState::Searching => 2,
+            RegState::Denied => 3,
+            RegState::Roaming => 5,
+        }
+    }
+
+    pub fn registered(self) -> bool {
+        matches!(self, RegState::Home | RegState::Roaming)
+    }
+}
+
+/// One fault. JSON/TOML form: `{"type": "cms_error", "code": 500, "probability": 0.3}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// CMGS takes this long (uniform in [min_ms, max_ms]) before its answer.
+    Latency { min_ms: u64, max_ms: u64 },
+    /// A CMGS fails with `+CMS ERROR: code` with this probability.
+    CmsError { code: u16, probability: f64 },
+    /// A CMGS is never answered with this probability; the modem then stops answering
+    /// anything until `AT+CFUN` or a replug.
+    Hang { probability: f64 },
+    /// Stop answering right now (until CFUN or replug).
+    HangNow,
+    /// With this probability, `len` random bytes precede a response.
+    Garbage { probability: f64, len: usize },
+    /// Send `len` random bytes right now.
+    GarbageNow { len: usize },
+    /// The port goes away (PTY closed, link removed) and comes back after `down_ms`.
+    Unplug { down_ms: u64 },
+    /// Power-cycle as `AT+CFUN=1,1` does (port gone for `down_ms`, state reset).
+    Reboot { down_ms: u64 },
+    /// The SIM wants this PIN (then PUK after three wrong tries).
+    SimPin {
+        pin: String,
+        #[serde(default = "default_puk")]
+        puk: String,
+    },
+    /// The SIM is PUK-locked.
+    SimPuk {
+        #[serde(default = "default_puk")]
+        puk: String,
+    },
+    /// `+CME ERROR: 14` (SIM busy) for this long after every boot, and from now.
+    SimBusy { secs: f64 },
+    /// Registration state (home, roaming, searching, denied, not_registered).
+    Registration { state: RegState },
+    /// `+CSQ` values; Huawei profiles also say `^RSSI`.
+    Signal { rssi: u8, ber: u8 },
+    /// SIM storage reports full: inbound messages wait in the network.
+    StorageFull,
+    /// SIM storage capacity.
+    StorageCapacity { capacity: usize },
+    /// Each inbound part is delivered twice with this probability.
+    InboundDuplicate { probability: f64 },
+    /// The parts of an inbound multipart message arrive in a shuffled order.
+    InboundReorder,
+    /// Answer `OK` instead of `+CMS ERROR` when a send fails.
+    OkOnFailure,
+    /// No SMSC configured: `+CSCA?` is empty and a PDU without SMSC gets 330.
+    NoSmsc,
+    /// With this probability a URC (`+CREG`/`^RSSI`) interrupts a response or follows
+    /// the `>` prompt.
+    UrcNoise { probability: f64 },
+    /// Status reports for this modem's messages: delivered (0x00) or the given TP-ST.
+    StatusReport {
+        #[serde(default)]
+        status: u8,
+        #[serde(default)]
+        delay_ms: Option<u64>,
+    },
+    /// Direct `+CMT`/`+CDS` not acknowledged with `+CNMA` within this time is taken
+    /// back by the network (and redelivered later).
+    CnmaTimeout { ms: u64 },
+}
+
+fn default_puk() -> String {
+    "12345678".to_string()
+}
+
+impl Fault {
+    /// The key under which a standing fault replaces an earlier one of its kind;
+    /// `None` for one-shot actions.
+    pub fn standing_key(&self) -> Option<&'static str> {
+        Some(match self {
+            Fault::Latency { .. } => "latency",
+            Fault::CmsError { .. } => "cms_error",
+            Fault::Hang { .. } => "hang",
+            Fault::Garbage { .. } => "garbage",
+            Fault::SimBusy { .. } => "sim_busy",
+            Fault::StorageFull => "storage_full",
+            Fault::InboundDuplicate { .. } => "inbound_duplicate",
+            Fault::InboundReorder => "inbound_reorder",
+            Fault::OkOnFailure => "ok_on_failure",
+            Fault::NoSmsc => "no_smsc",
+            Fault::UrcNoise { .. } => "urc_noise",
+            Fault::StatusReport { .. } => "status_report",
+            Fault::CnmaTimeout { .. } => "cnma_timeout",
+            Fault::Registration { .. } => "registration",
+            Fault::Signal { .. } => "signal",
+            Fault::StorageCapacity { .. } => "storage_capacity",
+            Fault::SimPin { .. } | Fault::SimPuk { .. } => "sim_lock",
+            Fault::HangNow
+            | Fault::GarbageNow { .. }
+            | Fault::Unplug { .. }
+            | Fault::Reboot { .. } => {
+                return None;
+            }
+        })
+    }
+
+    /// Checks values a scenario or HTTP client may get wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let p = |x: f64| {
+            if (0.0..=1.0).contains(&x) {
+                Ok(())
+            } else {
+                Err(format!("probability {x} not in 0..=1"))
+            }
+        };
+        match self {
+            Fault::Latency { min_ms, max_ms } if min_ms > max_ms => {
+                Err("latency min_ms > max_ms".into())
+            }
+            Fault::Garbage { probability, len } => {
+                if *len > 65536 {
+                    return Err("garbage len too large".into());
+                }
+                p(*probability)
+            }
+            Fault::CmsError { probability, .. }
+            | Fault::Hang { probability }
+            | Fault::InboundDuplicate { probability }
+            | Fault::UrcNoise { probability } => p(*probability),
+            Fault::Signal { rssi, ber }
+                if (*rssi > 31 && *rssi != 99) || (*ber > 7 && *ber != 99) =>
+            {
+                Err("signal rssi 0..31|99, ber 0..7|99".into())
+            }
+            Fault::GarbageNow { len } if *len > 65536 => Err("garbage len too large".into()),
+            Fault::StorageCapacity { capacity } if *capacity == 0 || *capacity > 1000 => {
+                Err("capacity 1..=1000".into())
+            }
+            Fault::SimBusy { secs } if !(0.0..=86400.0).contains(secs) => {
+                Err("secs 0..=86400".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Network-wide settings a scenario may change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// TP-ST of status reports: 0 delivered; e.g. 0x41 (65) "incompatible destination",
+    /// 0x46 (70) "SM validity period expired" for failures.
+    pub status_report_status: u8,
+    /// Delay before a status report reaches the sender.
+    pub status_report_delay_ms: u64,
+    /// How long a direct `+CMT`/`+CDS` waits for `+CNMA` (with `+CSMS=1`).
+    pub cnma_timeout_ms: u64,
+    /// How long the network waits before redelivering a message that was not
+    /// acknowledged or could not be delivered (modem gone, storage full, no network).
+    pub redeliver_ms: u64,
+    /// Delay of an SMS between two modems of the bank.
+    pub delivery_delay_ms: u64,
+    /// How long the port is gone after `AT+CFUN=1,1`.
+    pub reset_ms: u64,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings {
+            status_report_status: 0,
+            status_report_delay_ms: 200,
+            cnma_timeout_ms: 5000,
+            redeliver_ms: 10_000,
+            delivery_delay_ms: 50,
+            reset_ms: 1000,
+        }
+    }
+}
+
+/// Faults for one modem in a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModemScenario {
+    pub index: usize,
+    #[serde(default)]
+    pub profile: Option<crate::profile::ProfileName>,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+/// A fault applied at a point in time after start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimedFault {
+    pub at_ms: u64,
+    pub modem: usize,
+    pub fault: Fault,
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    pub seed: Option<u64>,
+    pub network: NetworkSettings,
+    pub modem: Vec<ModemScenario>,
+    pub timeline: Vec<TimedFault>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("reading {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid scenario: {0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    /// Reads TOML or JSON, chosen by the file extension (`.json` → JSON, else TOML).
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError::Io(path.display().to_string(), e))?;
+        let s = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            Scenario::from_json(&text)?
+        } else {
+            Scenario::from_toml(&text)?
+        };
+        Ok(s)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn from_json(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = serde_json::from_str(text)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        for m in &self.modem {
+            for f in &m.faults {
+                f.validate()
+                    .map_err(|e| ScenarioError::Invalid(format!("modem {}: {e}", m.index)))?;
+            }
+        }
+        for t in &self.timeline {
+            t.fault
+                .validate()
+                .map_err(|e| ScenarioError::Invalid(format!("timeline: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks indexes against the bank size.
+    pub fn check_modems(&self, modems: usize) -> Result<(), ScenarioError> {
+        for i in self
+            .modem
+            .iter()
+            .map(|m| m.index)
+            .chain(self.timeline.iter().map(|t| t.modem))
+        {
+            if i >= modems {
+                return Err(ScenarioError::Invalid(format!(
+                    "modem index {i} but the bank has {modems}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_scenario() {
+        let s = Scenario::from_toml(
+            r#"
+seed = 9
+[network]
+status_report_status = 70
+status_report_delay_ms = 10
+
+[[modem]]
+index = 1
+profile = "huawei"
+faults = [
+  { type = "latency", min_ms = 100, max_ms = 300 },
+  { type = "cms_error", code = 500, probability = 0.5 },
+  { type = "registration", state = "roaming" },
+]
+
+[[timeline]]
+at_ms = 1000
+modem = 0
+fault = { type = "unplug", down_ms = 500 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.seed, Some(9));
+        assert_eq!(s.network.status_report_status, 70);
+        assert_eq!(s.network.redeliver_ms, 10_000);
+        assert_eq!(s.modem[0].faults.len(), 3);
+        assert_eq!(
+            s.modem[0].faults[2],
+            Fault::Registration {
+                state: RegState::Roaming
+            }
+        );
+        assert_eq!(s.timeline[0].fault, Fault::Unplug { down_ms: 500 });
+        assert!(s.check_modems(2).is_ok());
+        assert!(s.check_modems(1).is_err());
+    }
+
+    #[test]
+    fn json_and_validation() {
+        let s = Scenario::from_json(
+            r#"{"modem":[{"index":0,"faults":[{"type":"sim_pin","pin":"1111"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.modem[0].faults[0],
+            Fault::SimPin {
+                pin: "1111".into(),
+                puk: "12345678".into()
+            }
+        );
+        assert!(
+            Scenario::from_json(
+                r#"{"modem":[{"index":0,"faults":[{"type":"hang","probability":2.0}]}]}"#
+            )
+            .is_err()
+        );
+        assert!(
+            Scenario::from_json(r#"{"modem":[{"index":0,"faults":[{"type":"nonsense"}]}]}"#)
+                .is_err()
+        );
+        assert!(Scenario::from_toml("bogus = 1").is_err());
+    }
+}
