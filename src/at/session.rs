@@ -96,6 +96,9 @@ pub enum Event {
         id: CommandId,
         /// The command that timed out.
         command: Command,
+        /// Whether the payload had been transmitted (the prompt came): for `AT+CMGS` the
+        /// message may then have reached the network, so resending risks a duplicate.
+        payload_sent: bool,
     },
     /// The modem answered the re-sync `AT`: the link works again.
     Resynced,
@@ -248,9 +251,11 @@ impl Session {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Running(f) if now >= f.deadline => {
                 self.flush_pending();
+                let payload_sent = f.cmd.payload_bytes().is_some() && f.phase == Phase::AwaitFinal;
                 self.events.push_back(Event::Timeout {
                     id: f.id,
                     command: f.cmd,
+                    payload_sent,
                 });
                 self.begin_drain(now, 0);
             }

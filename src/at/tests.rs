@@ -817,7 +817,13 @@ fn cmgs_prompt_timeout_is_short_then_network_timeout_is_long() {
     s.send(Command::cmgs(23, SUBMIT), t0).unwrap();
     let _ = s.poll_transmit();
     s.handle_timeout(t0 + Duration::from_secs(10));
-    assert!(matches!(s.poll_event(), Some(Event::Timeout { .. })));
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Timeout {
+            payload_sent: false,
+            ..
+        })
+    ));
     assert_eq!(s.poll_transmit(), Some(vec![0x1B]));
 }
 
@@ -832,7 +838,13 @@ fn cmgs_timeout_after_prompt_sends_esc_and_resyncs() {
     assert!(s.poll_transmit().is_some());
     let deadline = t0 + ms(100) + Duration::from_secs(60);
     s.handle_timeout(deadline);
-    assert!(matches!(s.poll_event(), Some(Event::Timeout { .. })));
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Timeout {
+            payload_sent: true,
+            ..
+        })
+    ));
     assert_eq!(s.poll_transmit(), Some(vec![0x1B]));
     s.handle_timeout(deadline + ms(500));
     assert_eq!(s.poll_transmit(), Some(b"AT\r".to_vec()));
