@@ -189,7 +189,9 @@ pub struct Modem {
     csdh: u8,
     creg_n: u8,
     cereg_n: u8,
+    cgreg_n: u8,
     cfun: u8,
+    cops_format: u8,
     cpms: [usize; 3],
     // SIM and radio.
     sim: Sim,
@@ -243,7 +245,9 @@ impl Modem {
             csdh: 0,
             creg_n: 0,
             cereg_n: 0,
+            cgreg_n: 0,
             cfun: 1,
+            cops_format: 0,
             cpms: [0, 0, 0],
             sim: Sim::Ready,
             sim_busy_until: None,
@@ -295,7 +299,9 @@ impl Modem {
         self.csdh = 0;
         self.creg_n = 0;
         self.cereg_n = 0;
+        self.cgreg_n = 0;
         self.cfun = 1;
+        self.cops_format = 0;
         self.cpms = [0, 0, 0];
         self.input = Input::Line(Vec::new());
         self.deferred_input.clear();
@@ -1158,7 +1164,7 @@ impl Modem {
                 match name {
                     "+CREG" => self.creg_n = v,
                     "+CEREG" => self.cereg_n = v,
-                    _ => {}
+                    _ => self.cgreg_n = v,
                 }
                 none()
             }
@@ -1166,7 +1172,7 @@ impl Modem {
                 let n = match name {
                     "+CREG" => self.creg_n,
                     "+CEREG" => self.cereg_n,
-                    _ => 0,
+                    _ => self.cgreg_n,
                 };
                 let stat = self.reg_stat(now);
                 let reg = matches!(stat, 1 | 5);
@@ -1184,9 +1190,25 @@ impl Modem {
                 };
                 lines(vec![l])
             }
+            ("+CGATT", Form::Read) => {
+                lines(vec![format!("+CGATT: {}", u8::from(self.registered(now)))])
+            }
+            ("+CGATT", Form::Test) => lines(vec!["+CGATT: (0,1)".into()]),
+            ("+CGATT", Form::Set(_)) => {
+                num_in(&set(form)?, 0, 0..=1, 1)?;
+                none()
+            }
             ("+COPS", Form::Read) => {
                 if self.registered(now) {
-                    lines(vec![format!("+COPS: 0,0,\"HW-SIM\",{}", p.act)])
+                    let oper = match self.cops_format {
+                        2 => "00101",
+                        1 => "HWSIM",
+                        _ => "HW-SIM",
+                    };
+                    lines(vec![format!(
+                        "+COPS: 0,{},\"{oper}\",{}",
+                        self.cops_format, p.act
+                    )])
                 } else {
                     lines(vec!["+COPS: 0".into()])
                 }
@@ -1197,7 +1219,11 @@ impl Modem {
             )]),
             ("+COPS", Form::Set(_)) => {
                 let ps = set(form)?;
-                num_in(&ps, 0, 0..=4, 0)?;
+                let mode = num_in(&ps, 0, 0..=4, 0)?;
+                let fmt = num_in(&ps, 1, 0..=2, i64::from(self.cops_format))?;
+                if mode == 3 || ps.len() > 1 {
+                    self.cops_format = fmt as u8;
+                }
                 none()
             }
             ("+CMGF", Form::Read) => lines(vec![format!("+CMGF: {}", self.cmgf)]),
