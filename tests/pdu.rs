@@ -23,7 +23,13 @@ fn gsmgw(args: &[&str]) -> (i32, Value, String) {
 
 #[test]
 fn cli_encodes_a_code_in_one_part() {
-    let (code, v, _) = gsmgw(&["pdu", "encode", "--to", "+491701234567", "Your code is 482913"]);
+    let (code, v, _) = gsmgw(&[
+        "pdu",
+        "encode",
+        "--to",
+        "+491701234567",
+        "Your code is 482913",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(v["encoding"], "gsm7");
     let parts = v["parts"].as_array().unwrap();
@@ -46,14 +52,26 @@ fn cli_encodes_400_characters_with_emoji_in_minimal_consistent_parts() {
         .take(400)
         .collect();
     let (code, v, _) = gsmgw(&[
-        "pdu", "encode", "--to", "+491701234567", "--smsc", "+491710760000", "--ref", "77",
-        "--status-report", &text,
+        "pdu",
+        "encode",
+        "--to",
+        "+491701234567",
+        "--smsc",
+        "+491710760000",
+        "--ref",
+        "77",
+        "--status-report",
+        &text,
     ]);
     assert_eq!(code, 0);
     assert_eq!(v["encoding"], "ucs2");
     let parts = v["parts"].as_array().unwrap();
     let units: usize = text.encode_utf16().count();
-    assert_eq!(parts.len(), units.div_ceil(67), "fewest parts for {units} UTF-16 units");
+    assert_eq!(
+        parts.len(),
+        units.div_ceil(67),
+        "fewest parts for {units} UTF-16 units"
+    );
     let mut joined = String::new();
     for (i, p) in parts.iter().enumerate() {
         let (_, d, _) = gsmgw(&["pdu", "decode", p["pdu"].as_str().unwrap()]);
@@ -102,7 +120,10 @@ fn cli_decodes_deliver_and_status_report() {
 fn cli_reports_malformed_pdus_in_one_line_with_the_octet() {
     for (hex, needle) in [
         ("0001000C91947110", "octet 5"),
-        ("07917283010010F5040BC87238880900F10000993092516195800AE8329BFD", "octet 26"),
+        (
+            "07917283010010F5040BC87238880900F10000993092516195800AE8329BFD",
+            "octet 26",
+        ),
         ("0001000C9194711032547600200141", "compressed"),
         ("00GG", "character 2"),
         ("", "octet 0"),
@@ -110,7 +131,10 @@ fn cli_reports_malformed_pdus_in_one_line_with_the_octet() {
         let (code, _, err) = gsmgw(&["pdu", "decode", hex]);
         assert_eq!(code, 1, "{hex}");
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.starts_with("error: ") && err.contains(needle), "{hex}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{hex}: {err}"
+        );
     }
     let (code, _, err) = gsmgw(&["pdu", "encode", "--to", "+49x", "hi"]);
     assert_eq!(code, 1);
@@ -146,15 +170,23 @@ fn gammu(requests: &Value) -> Option<Vec<Value>> {
 
 const TEXTS: &[(&str, bool)] = &[
     ("Your code is 482913", false),
-    ("Order 1234 confirmed: 3 items, total 59.90 EUR. Thank you!", false),
-    ("Prices in € with [brackets] {braces} ~tilde~ |pipe| ^caret \\ done", false),
-    ("Grüße aus Köln: Ihre Bestellung ist unterwegs. Ä Ö Ü ß é è ñ", false),
+    (
+        "Order 1234 confirmed: 3 items, total 59.90 EUR. Thank you!",
+        false,
+    ),
+    (
+        "Prices in € with [brackets] {braces} ~tilde~ |pipe| ^caret \\ done",
+        false,
+    ),
+    (
+        "Grüße aus Köln: Ihre Bestellung ist unterwegs. Ä Ö Ü ß é è ñ",
+        false,
+    ),
     ("Привет! Ваш заказ 👋🏽 отправлен 🇩🇪🚚", true),
 ];
 
 fn long_text() -> String {
-    "Your appointment on Monday at 10:30 is confirmed. Reply STOP to opt out. "
-        .repeat(6)
+    "Your appointment on Monday at 10:30 is confirmed. Reply STOP to opt out. ".repeat(6)
 }
 
 #[test]
@@ -171,7 +203,9 @@ fn gammu_encoded_pdus_decode_right_with_ours() {
                 "time": "2026-11-27 10:11:12"}));
         }
     }
-    let Some(answers) = gammu(&json!(reqs)) else { return };
+    let Some(answers) = gammu(&json!(reqs)) else {
+        return;
+    };
     for (req, ans) in reqs.iter().zip(&answers) {
         let pdus = ans["pdus"].as_array().unwrap_or_else(|| panic!("{ans}"));
         let mut parts = Vec::new();
@@ -191,7 +225,12 @@ fn gammu_encoded_pdus_decode_right_with_ours() {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!(pdu::join_text(&parts).unwrap(), req["text"], "{}", req["layout"]);
+        assert_eq!(
+            pdu::join_text(&parts).unwrap(),
+            req["text"],
+            "{}",
+            req["layout"]
+        );
     }
 }
 
@@ -213,7 +252,9 @@ fn our_pdus_decode_right_with_gammu() {
             expected.push((t[part.range.clone()].to_string(), pdus.len(), t.clone()));
         }
     }
-    let Some(answers) = gammu(&json!(reqs)) else { return };
+    let Some(answers) = gammu(&json!(reqs)) else {
+        return;
+    };
     for ((part_text, total, whole), ans) in expected.iter().zip(&answers) {
         assert_eq!(ans["number"], "+491701234567", "{ans}");
         if *total > 1 {
@@ -266,7 +307,9 @@ fn our_status_reports_decode_right_with_gammu() {
         };
         reqs.push(json!({"op": "decode", "pdu": p.encode().unwrap().hex(), "smsc": true}));
     }
-    let Some(answers) = gammu(&json!(reqs)) else { return };
+    let Some(answers) = gammu(&json!(reqs)) else {
+        return;
+    };
     for (ans, (mr, code)) in answers.iter().zip([(0, 0x00), (255, 0x46), (17, 0x21)]) {
         assert_eq!(ans["type"], "Status_Report", "{ans}");
         assert_eq!(ans["number"], "+491701234567");

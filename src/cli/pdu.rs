@@ -134,7 +134,10 @@ pub fn decode_json(p: &pdu::Pdu) -> Value {
         Tpdu::Submit(s) => submit_json(s),
         Tpdu::StatusReport(s) => status_report_json(s),
     };
-    v["smsc"] = p.smsc.as_ref().map_or(Value::Null, |a| json!(a.to_string()));
+    v["smsc"] = p
+        .smsc
+        .as_ref()
+        .map_or(Value::Null, |a| json!(a.to_string()));
     v
 }
 
@@ -240,7 +243,9 @@ fn user_data_json(v: &mut Value, ud: &UserData, dcs: pdu::Dcs) {
     v["udh"] = ud
         .header
         .as_ref()
-        .map_or(Vec::new(), |h| h.elements.iter().map(element_json).collect())
+        .map_or(Vec::new(), |h| {
+            h.elements.iter().map(element_json).collect()
+        })
         .into();
 }
 

@@ -310,6 +310,39 @@ const fn ascii_index(table: &[char; 128]) -> [u8; 128] {
 /// for the texts most gateways send.
 static ASCII_DEFAULT: [u8; 128] = ascii_index(&LOCKING_DEFAULT);
 
+/// Septets per ASCII character in the default tables (0: not encodable).
+static ASCII_DEFAULT_COST: [u8; 128] = ascii_cost(&LOCKING_DEFAULT, &SINGLE_DEFAULT);
+
+const fn ascii_cost(lock: &[char; 128], single: &[char; 128]) -> [u8; 128] {
+    let base = ascii_index(lock);
+    let ext = ascii_index(single);
+    let mut out = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        out[i] = if base[i] != ABSENT {
+            1
+        } else if ext[i] != ABSENT {
+            2
+        } else {
+            0
+        };
+        i += 1;
+    }
+    out
+}
+
+/// Septets of an ASCII text in the default tables, `None` if one has no place.
+pub(crate) fn ascii_default_cost(text: &[u8]) -> Option<usize> {
+    let mut total = 0usize;
+    for &b in text {
+        match ASCII_DEFAULT_COST.get(usize::from(b)) {
+            Some(&n) if n > 0 => total += usize::from(n),
+            _ => return None,
+        }
+    }
+    Some(total)
+}
+
 static T_LOCK_DEFAULT: Table = Table::new(&LOCKING_DEFAULT);
 static T_LOCK_TURKISH: Table = Table::new(&LOCKING_TURKISH);
 static T_LOCK_PORTUGUESE: Table = Table::new(&LOCKING_PORTUGUESE);
@@ -357,11 +390,19 @@ fn pack_at(septets: &[u8], out: &mut [u8], start_bit: usize) {
 /// starts on a septet boundary. Returns the user data (header space zeroed, for the
 /// caller to fill) and the UDL in septets.
 pub fn pack_with_header(header_octets: usize, septets: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let udl = pack_into(header_octets, septets, &mut out);
+    (out, udl)
+}
+
+/// Like [`pack_with_header`], appending to `out`; returns the UDL in septets.
+pub fn pack_into(header_octets: usize, septets: &[u8], out: &mut Vec<u8>) -> usize {
     let header_septets = (header_octets * 8).div_ceil(7);
     let udl = header_septets + septets.len();
-    let mut out = vec![0u8; (udl * 7).div_ceil(8)];
-    pack_at(septets, &mut out, header_septets * 7);
-    (out, udl)
+    let start = out.len();
+    out.resize(start + (udl * 7).div_ceil(8), 0);
+    pack_at(septets, &mut out[start..], header_septets * 7);
+    udl
 }
 
 /// Packs septets with no header.

@@ -123,21 +123,18 @@ impl Plan {
 /// Plans `text`. Never fails: any text can be sent as UCS-2.
 pub fn plan(text: &str, opts: &PlanOptions) -> Plan {
     let ucs2 = TextEncoding::Ucs2;
+    let ucs2_plan = || split(text, ucs2, opts.concat16, text.encode_utf16().count());
     if opts.force_ucs2 {
-        return split(text, ucs2, opts.concat16);
+        return ucs2_plan();
     }
     let default = TextEncoding::Gsm7(Gsm7Tables::DEFAULT);
-    let default_plan = total_cost(text, default).map(|_| split(text, default, opts.concat16));
-    if let Some(p) = &default_plan {
-        if p.parts.len() == 1 || opts.languages.is_empty() {
-            return default_plan.unwrap_or_else(|| split(text, ucs2, opts.concat16));
-        }
-    }
+    let default_plan = total_cost(text, default).map(|n| split(text, default, opts.concat16, n));
     // The plan to beat: the default alphabet if it can encode the text, else UCS-2.
     let mut best = match default_plan {
+        Some(p) if p.parts.len() == 1 || opts.languages.is_empty() => return p,
         Some(p) => p,
-        None if opts.languages.is_empty() => return split(text, ucs2, opts.concat16),
-        None => split(text, ucs2, opts.concat16),
+        None if opts.languages.is_empty() => return ucs2_plan(),
+        None => ucs2_plan(),
     };
     for (tables, total) in national_candidates(text, &opts.languages) {
         let enc = TextEncoding::Gsm7(tables);
@@ -151,7 +148,7 @@ pub fn plan(text: &str, opts: &PlanOptions) -> Plan {
         if lower_bound >= best.parts.len() {
             continue;
         }
-        let p = split(text, enc, opts.concat16);
+        let p = split(text, enc, opts.concat16, total);
         if p.parts.len() < best.parts.len() {
             best = p;
         }
@@ -161,6 +158,9 @@ pub fn plan(text: &str, opts: &PlanOptions) -> Plan {
 
 /// Total units of `text`, or `None` if a character cannot be encoded.
 fn total_cost(text: &str, enc: TextEncoding) -> Option<usize> {
+    if enc == TextEncoding::Gsm7(Gsm7Tables::DEFAULT) && text.is_ascii() {
+        return super::gsm7::ascii_default_cost(text.as_bytes());
+    }
     let mut total = 0;
     for c in text.chars() {
         match enc.cost(c) {
@@ -204,6 +204,10 @@ fn national_candidates(text: &str, languages: &[Language]) -> Vec<(Gsm7Tables, u
                 d.3 |= 1 << l.code();
             }
         }
+        if d.2 == 0 && d.3 == 0 {
+            // In no table at all (an emoji, say): no GSM 7-bit candidate exists.
+            return Vec::new();
+        }
     }
     let mut out = Vec::new();
     for &locking in langs.iter().filter(|l| l.has_locking_table()) {
@@ -234,10 +238,9 @@ fn national_candidates(text: &str, languages: &[Language]) -> Vec<(Gsm7Tables, u
     out
 }
 
-/// Splits `text` in `enc` (which must encode every character) into the fewest parts
-/// that keep grapheme clusters whole.
-fn split(text: &str, enc: TextEncoding, concat16: bool) -> Plan {
-    let units: usize = text.chars().map(|c| enc.cost(c)).sum();
+/// Splits `text` of `units` units in `enc` (which must encode every character) into the
+/// fewest parts that keep grapheme clusters whole.
+fn split(text: &str, enc: TextEncoding, concat16: bool, units: usize) -> Plan {
     let single_cap = enc.capacity(false, concat16);
     if units <= single_cap {
         return Plan {

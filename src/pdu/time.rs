@@ -82,7 +82,7 @@ impl Timestamp {
     }
 
     pub fn encode(&self) -> [u8; 7] {
-        let sw = |v: u8| (v % 10) << 4 | (v / 10) % 10;
+        let sw = |v: u8| ((v % 10) << 4) | ((v / 10) % 10);
         let q = self.tz_quarters.unsigned_abs().min(79);
         let mut tz = sw(q);
         if self.tz_quarters < 0 {

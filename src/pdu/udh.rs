@@ -243,7 +243,7 @@ impl Udh {
 
     /// A header for one part of a message in the given tables.
     pub fn for_part(concat: Option<Concat>, tables: Gsm7Tables) -> Udh {
-        let mut elements = Vec::with_capacity(3);
+        let mut elements = Vec::new();
         if let Some(c) = concat {
             elements.push(if c.wide {
                 Element::Concat16 {

@@ -57,9 +57,12 @@ impl UserData {
     /// Appends TP-UDL and TP-UD.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         let hl = self.header_len();
-        let (mut ud, udl) = match &self.payload {
+        let udl_at = out.len();
+        out.push(0);
+        let start = out.len();
+        let udl = match &self.payload {
             Payload::Gsm7(septets) => {
-                let (ud, udl) = gsm7::pack_with_header(hl, septets);
+                let udl = gsm7::pack_into(hl, septets, out);
                 if udl > MAX_SEPTETS {
                     return Err(PduError::TooLong {
                         len: udl,
@@ -67,33 +70,30 @@ impl UserData {
                         unit: "septets",
                     });
                 }
-                (ud, udl)
+                udl
             }
             Payload::Ucs2(units) => {
-                let mut ud = vec![0u8; hl];
-                ud.extend(units.iter().flat_map(|u| u.to_be_bytes()));
-                let n = ud.len();
-                (ud, n)
+                out.resize(start + hl, 0);
+                out.extend(units.iter().flat_map(|u| u.to_be_bytes()));
+                out.len() - start
             }
             Payload::Eight(bytes) => {
-                let mut ud = vec![0u8; hl];
-                ud.extend_from_slice(bytes);
-                let n = ud.len();
-                (ud, n)
+                out.resize(start + hl, 0);
+                out.extend_from_slice(bytes);
+                out.len() - start
             }
         };
-        if ud.len() > MAX_OCTETS {
+        if out.len() - start > MAX_OCTETS {
             return Err(PduError::TooLong {
-                len: ud.len(),
+                len: out.len() - start,
                 max: MAX_OCTETS,
                 unit: "octets",
             });
         }
         if let Some(h) = &self.header {
-            h.encode(&mut ud[..hl]);
+            h.encode(&mut out[start..start + hl]);
         }
-        out.push(udl as u8);
-        out.extend_from_slice(&ud);
+        out[udl_at] = udl as u8;
         Ok(())
     }
 
@@ -184,6 +184,10 @@ pub fn join_text(parts: &[UserData]) -> Option<String> {
             j += 1;
         }
         match &first.payload {
+            Payload::Gsm7(septets) if j == i + 1 => {
+                text.reserve(septets.len());
+                first.tables().decode(septets, &mut text);
+            }
             Payload::Gsm7(_) => {
                 let septets: Vec<u8> = parts[i..j]
                     .iter()
