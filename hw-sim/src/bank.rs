@@ -625,7 +625,8 @@ async fn serve(
                     return Exit::Replug(down_ms);
                 }
             }
-            m = tcp.recv() => match m {
+            // Without --tcp-base the sender is gone and recv() would return None at once.
+            m = tcp.recv(), if !tcp.is_closed() || !tcp.is_empty() => match m {
                 Some(TcpMsg::Connected(tx)) => *tcp_out = Some(tx),
                 Some(TcpMsg::Data(d)) => input = Some(d),
                 Some(TcpMsg::Gone) => *tcp_out = None,

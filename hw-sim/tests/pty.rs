@@ -866,3 +866,45 @@ fn shutdown_removes_links_and_binary_contract() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+fn vm_rss_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn bank_of_256_fits_in_100mb() {
+    let sim = Sim::start(|c| {
+        c.modems = 256;
+        c.profile = ProfileName::Mixed;
+    });
+    assert!((0..256).all(|i| std::fs::read_link(sim.link(i)).is_ok()));
+    for i in 0..256 {
+        sim.bank()
+            .inject_inbound(i, "+4930", &format!("hello {i}"))
+            .unwrap();
+    }
+    let t = Instant::now();
+    while sim
+        .bank()
+        .metrics()
+        .modems
+        .iter()
+        .map(|m| m.counts.inbound_delivered)
+        .sum::<u64>()
+        < 256
+    {
+        assert!(t.elapsed() < S, "not all delivered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut p = sim.open(255);
+    assert!(p.cmd("AT").ends_with("OK\r\n"));
+    let rss = vm_rss_kb();
+    eprintln!("VmRSS with 256 modems (test process, debug build): {rss} kB");
+    assert!(rss < 100 * 1024, "RSS {rss} kB");
+    sim.shutdown();
+}
