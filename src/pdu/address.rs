@@ -170,9 +170,23 @@ impl Address {
 
     /// Encodes as the SMSC field (length in octets, type-of-address included).
     pub fn encode_smsc(&self, out: &mut Vec<u8>) {
-        out.push(1 + self.digits.len().div_ceil(2) as u8);
+        let len_at = out.len();
+        out.push(0);
         out.push(self.toa());
-        push_bcd(&self.digits, out);
+        if self.ton == TypeOfNumber::Alphanumeric {
+            // Not a real SMSC, but a decoded one must re-encode to the same thing.
+            let mut septets = Vec::new();
+            for c in self.digits.chars() {
+                let mut one = Vec::new();
+                if Gsm7Tables::DEFAULT.encode_str(&c.to_string(), &mut one).is_ok() {
+                    septets.extend(one);
+                }
+            }
+            out.extend_from_slice(&gsm7::pack(&septets));
+        } else {
+            push_bcd(&self.digits, out);
+        }
+        out[len_at] = (out.len() - len_at - 1) as u8;
     }
 
     pub(crate) fn decode_tp(r: &mut Reader<'_>, field: &'static str) -> Result<Address> {
@@ -209,8 +223,11 @@ impl Address {
         if body.is_empty() {
             return Ok(None);
         }
-        // The SMSC length counts octets, so the digit count follows from the 0xF filler.
-        let digits = body.len() * 2 - usize::from(body.last().is_some_and(|b| b >> 4 == 0xF));
+        // The SMSC length counts octets, so the digit count follows from the 0xF filler
+        // (alphanumeric: every semi-octet counts).
+        let alpha = TypeOfNumber::from_bits(toa >> 4) == TypeOfNumber::Alphanumeric;
+        let digits = body.len() * 2
+            - usize::from(!alpha && body.last().is_some_and(|b| b >> 4 == 0xF));
         Self::from_parts(toa, body, digits, start + 2).map(Some)
     }
 
@@ -344,6 +361,19 @@ mod tests {
         let mut v = Vec::new();
         Address::parse("+491710760000").unwrap().encode_smsc(&mut v);
         assert_eq!(super::super::hex::encode(&v), "0791947101670000");
+    }
+
+    #[test]
+    fn alphanumeric_smsc_re_encodes() {
+        // Found by the fuzzer: an SMSC field with the alphanumeric type must survive
+        // decode → encode → decode.
+        let b = super::super::hex::decode("0B5F0BFFFFFFFFFFFFFFFFAA").unwrap();
+        let a = Address::decode_smsc(&mut Reader::new(&b, 0)).unwrap().unwrap();
+        let mut v = Vec::new();
+        a.encode_smsc(&mut v);
+        let again = Address::decode_smsc(&mut Reader::new(&v, 0)).unwrap().unwrap();
+        assert_eq!(again.ton, TypeOfNumber::Alphanumeric);
+        assert_eq!(v.len(), b.len());
     }
 
     #[test]
