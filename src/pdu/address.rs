@@ -178,7 +178,10 @@ impl Address {
             let mut septets = Vec::new();
             for c in self.digits.chars() {
                 let mut one = Vec::new();
-                if Gsm7Tables::DEFAULT.encode_str(&c.to_string(), &mut one).is_ok() {
+                if Gsm7Tables::DEFAULT
+                    .encode_str(&c.to_string(), &mut one)
+                    .is_ok()
+                {
                     septets.extend(one);
                 }
             }
@@ -226,8 +229,8 @@ impl Address {
         // The SMSC length counts octets, so the digit count follows from the 0xF filler
         // (alphanumeric: every semi-octet counts).
         let alpha = TypeOfNumber::from_bits(toa >> 4) == TypeOfNumber::Alphanumeric;
-        let digits = body.len() * 2
-            - usize::from(!alpha && body.last().is_some_and(|b| b >> 4 == 0xF));
+        let digits =
+            body.len() * 2 - usize::from(!alpha && body.last().is_some_and(|b| b >> 4 == 0xF));
         Self::from_parts(toa, body, digits, start + 2).map(Some)
     }
 
@@ -368,10 +371,14 @@ mod tests {
         // Found by the fuzzer: an SMSC field with the alphanumeric type must survive
         // decode → encode → decode.
         let b = super::super::hex::decode("0B5F0BFFFFFFFFFFFFFFFFAA").unwrap();
-        let a = Address::decode_smsc(&mut Reader::new(&b, 0)).unwrap().unwrap();
+        let a = Address::decode_smsc(&mut Reader::new(&b, 0))
+            .unwrap()
+            .unwrap();
         let mut v = Vec::new();
         a.encode_smsc(&mut v);
-        let again = Address::decode_smsc(&mut Reader::new(&v, 0)).unwrap().unwrap();
+        let again = Address::decode_smsc(&mut Reader::new(&v, 0))
+            .unwrap()
+            .unwrap();
         assert_eq!(again.ton, TypeOfNumber::Alphanumeric);
         assert_eq!(v.len(), b.len());
     }
