@@ -817,7 +817,7 @@ impl Modem {
     fn cs_in(&self, s: &str) -> Option<String> {
         if self.cscs == "UCS2" {
             let s = s.trim();
-            if s.len() % 4 != 0 {
+            if !s.len().is_multiple_of(4) {
                 return None;
             }
             let units: Option<Vec<u16>> = (0..s.len())

@@ -138,7 +138,7 @@ pub fn to_hex(b: &[u8]) -> String {
 
 pub fn from_hex(s: &str) -> Result<Vec<u8>, PduError> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(PduError::NotHex);
     }
     (0..s.len())

@@ -184,7 +184,7 @@ pub fn luhn_digit(digits: &str) -> char {
     let mut sum = 0u32;
     for (i, c) in digits.chars().rev().enumerate() {
         let mut d = c.to_digit(10).unwrap_or(0);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             d *= 2;
             if d > 9 {
                 d -= 9;

@@ -8,7 +8,7 @@ pub fn decode(text: &str) -> Result<Vec<u8>> {
     let trimmed = text.trim();
     let lead = text.len() - text.trim_start().len();
     let bytes = trimmed.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(PduError::Hex {
             position: lead + bytes.len(),
             reason: "odd number of digits",

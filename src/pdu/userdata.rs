@@ -148,7 +148,7 @@ impl UserData {
             }
             Alphabet::Ucs2 => {
                 let body = &ud[hl..];
-                if body.len() % 2 != 0 {
+                if !body.len().is_multiple_of(2) {
                     return Err(PduError::Invalid {
                         offset: ud_offset + ud.len() - 1,
                         field: "user data",
