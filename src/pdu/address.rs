@@ -247,7 +247,11 @@ impl Address {
         let mut digits = String::with_capacity(semi_octets);
         for i in 0..semi_octets {
             let b = body[i / 2];
-            let n = if i.is_multiple_of(2) { b & 0x0F } else { b >> 4 };
+            let n = if i.is_multiple_of(2) {
+                b & 0x0F
+            } else {
+                b >> 4
+            };
             match bcd_char(n) {
                 Some(c) => digits.push(c),
                 None => {
