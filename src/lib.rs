@@ -8,3 +8,4 @@
 pub mod at;
 pub mod cli;
 pub mod pdu;
+pub mod store;

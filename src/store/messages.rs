@@ -1,0 +1,717 @@
+//! Typed queries over the schema. Each takes a `&Connection`, so several compose inside
+//! one [`super::Store::write`] (one savepoint, one group commit).
+
+use super::{Result, StoreError};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+/// A message's lifecycle: `queued → sending → sent → delivered | failed | expired |
+/// cancelled` (a retry goes back from `sending` to `queued`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "sending" => Self::Sending,
+            "sent" => Self::Sent,
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            "expired" => Self::Expired,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// No further change will happen.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Delivered | Self::Failed | Self::Expired | Self::Cancelled
+        )
+    }
+}
+
+/// A message as the API accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub to: String,
+    pub body: String,
+    pub encoding: String,
+    pub parts_total: u32,
+    pub priority: i32,
+    pub send_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub status_report: bool,
+    pub flash: bool,
+    pub validity_secs: Option<u32>,
+    pub pinned_sim: Option<String>,
+    pub tags: Vec<String>,
+    pub callback_url: Option<String>,
+    pub concat_ref: u16,
+    /// The body is a secret (a one-time code): never shown by the API or logs.
+    pub masked: bool,
+}
+
+/// One part's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartRecord {
+    pub seq: u32,
+    pub status: String,
+    pub mr: Option<u8>,
+    pub sim: Option<String>,
+    pub modem: Option<String>,
+    pub sent_at: Option<i64>,
+    pub report_at: Option<i64>,
+    pub report_status: Option<u8>,
+}
+
+/// A stored message with its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub to: String,
+    pub body: String,
+    pub encoding: String,
+    pub parts_total: u32,
+    pub priority: i32,
+    pub send_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub status: MessageStatus,
+    pub status_report: bool,
+    pub flash: bool,
+    pub validity_secs: Option<u32>,
+    pub pinned_sim: Option<String>,
+    pub tags: Vec<String>,
+    pub callback_url: Option<String>,
+    pub concat_ref: u16,
+    pub attempts: u32,
+    pub next_attempt_at: Option<i64>,
+    pub sim: Option<String>,
+    pub modem: Option<String>,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub possible_duplicate: bool,
+    pub masked: bool,
+    pub parts: Vec<PartRecord>,
+}
+
+const MESSAGE_COLUMNS: &str = "id, created_at, updated_at, to_number, body, encoding, \
+    parts_total, priority, send_at, expires_at, status, status_report, flash, validity_secs, \
+    pinned_sim, tags, callback_url, concat_ref, attempts, next_attempt_at, sim, modem, \
+    error_code, error, possible_duplicate, masked";
+
+fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    let status: String = r.get(10)?;
+    let tags: String = r.get(15)?;
+    Ok(MessageRecord {
+        id: r.get(0)?,
+        created_at: r.get(1)?,
+        updated_at: r.get(2)?,
+        to: r.get(3)?,
+        body: r.get(4)?,
+        encoding: r.get(5)?,
+        parts_total: r.get(6)?,
+        priority: r.get(7)?,
+        send_at: r.get(8)?,
+        expires_at: r.get(9)?,
+        status: MessageStatus::parse(&status).unwrap_or(MessageStatus::Failed),
+        status_report: r.get(11)?,
+        flash: r.get(12)?,
+        validity_secs: r.get(13)?,
+        pinned_sim: r.get(14)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        callback_url: r.get(16)?,
+        concat_ref: r.get(17)?,
+        attempts: r.get(18)?,
+        next_attempt_at: r.get(19)?,
+        sim: r.get(20)?,
+        modem: r.get(21)?,
+        error_code: r.get(22)?,
+        error: r.get(23)?,
+        possible_duplicate: r.get(24)?,
+        masked: r.get(25)?,
+        parts: Vec::new(),
+    })
+}
+
+fn parts_of(conn: &Connection, id: i64) -> Result<Vec<PartRecord>> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, status, mr, sim, modem, sent_at, report_at, report_status \
+         FROM parts WHERE message_id = ?1 ORDER BY seq",
+    )?;
+    let rows = st.query_map([id], |r| {
+        Ok(PartRecord {
+            seq: r.get(0)?,
+            status: r.get(1)?,
+            mr: r.get(2)?,
+            sim: r.get(3)?,
+            modem: r.get(4)?,
+            sent_at: r.get(5)?,
+            report_at: r.get(6)?,
+            report_status: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Inserts a message and its pending parts; returns its id.
+pub fn insert_message(conn: &Connection, m: &NewMessage, now: i64) -> Result<i64> {
+    let tags = serde_json::to_string(&m.tags).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO messages (created_at, updated_at, to_number, body, encoding, parts_total, \
+         priority, send_at, expires_at, status, status_report, flash, validity_secs, pinned_sim, \
+         tags, callback_url, concat_ref, masked) \
+         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        now,
+        m.to,
+        m.body,
+        m.encoding,
+        m.parts_total,
+        m.priority,
+        m.send_at,
+        m.expires_at,
+        m.status_report,
+        m.flash,
+        m.validity_secs,
+        m.pinned_sim,
+        tags,
+        m.callback_url,
+        m.concat_ref,
+        m.masked
+    ])?;
+    let id = conn.last_insert_rowid();
+    let mut st = conn
+        .prepare_cached("INSERT INTO parts (message_id, seq, status) VALUES (?1, ?2, 'pending')")?;
+    for seq in 1..=m.parts_total {
+        st.execute(params![id, seq])?;
+    }
+    Ok(id)
+}
+
+/// A message with its parts, if it exists.
+pub fn get_message(conn: &Connection, id: i64) -> Result<Option<MessageRecord>> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+    let m = conn
+        .prepare_cached(&sql)?
+        .query_row([id], message_from_row)
+        .optional()?;
+    match m {
+        Some(mut m) => {
+            m.parts = parts_of(conn, id)?;
+            Ok(Some(m))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Messages still to send (queued or, after a crash, sending), in id order.
+pub fn pending_messages(conn: &Connection) -> Result<Vec<MessageRecord>> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE status IN ('queued', 'sending') ORDER BY id"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let mut out: Vec<MessageRecord> = st
+        .query_map([], message_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    for m in &mut out {
+        m.parts = parts_of(conn, m.id)?;
+    }
+    Ok(out)
+}
+
+/// A filter for listing messages (newest first, keyset pagination on id).
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub status: Option<MessageStatus>,
+    pub to: Option<String>,
+    pub since: Option<i64>,
+    /// Return ids below this one (the previous page's last id).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+pub fn list_messages(conn: &Connection, f: &MessageFilter) -> Result<Vec<MessageRecord>> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE (?1 IS NULL OR status = ?1) \
+         AND (?2 IS NULL OR to_number = ?2) AND (?3 IS NULL OR created_at >= ?3) \
+         AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5"
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut out: Vec<MessageRecord> = st
+        .query_map(
+            params![
+                f.status.map(MessageStatus::as_str),
+                f.to,
+                f.since,
+                f.before_id,
+                f.limit.clamp(1, 1000)
+            ],
+            message_from_row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    for m in &mut out {
+        m.parts = parts_of(conn, m.id)?;
+    }
+    Ok(out)
+}
+
+/// Counts of queued messages per priority (for metrics and `status`).
+pub fn queue_depth(conn: &Connection) -> Result<Vec<(i32, i64)>> {
+    let mut st = conn.prepare_cached(
+        "SELECT priority, COUNT(*) FROM messages WHERE status IN ('queued', 'sending') \
+         GROUP BY priority ORDER BY priority DESC",
+    )?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Marks a message as going out on `sim`/`modem` and opens an attempt; the unsent
+/// parts become `sending`. Must commit before the first `AT+CMGS` is written, so that
+/// a crash is recognised as "in flight" at start-up.
+pub fn begin_attempt(conn: &Connection, id: i64, sim: &str, modem: &str, now: i64) -> Result<i64> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, sim = ?2, \
+             modem = ?3, updated_at = ?4, next_attempt_at = NULL \
+             WHERE id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![id, sim, modem, now])?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("message {id} is not queued")));
+    }
+    conn.prepare_cached(
+        "UPDATE parts SET status = 'sending', sim = ?2, modem = ?3 \
+         WHERE message_id = ?1 AND status = 'pending'",
+    )?
+    .execute(params![id, sim, modem])?;
+    conn.prepare_cached(
+        "INSERT INTO attempts (message_id, sim, modem, started_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, sim, modem, now])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Records a part the SMSC accepted, with its message reference. A part with a recorded
+/// MR is never sent again.
+pub fn part_sent(
+    conn: &Connection,
+    id: i64,
+    seq: u32,
+    mr: u8,
+    sim: &str,
+    modem: &str,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE parts SET status = 'sent', mr = ?3, sim = ?4, modem = ?5, sent_at = ?6 \
+         WHERE message_id = ?1 AND seq = ?2",
+    )?
+    .execute(params![id, seq, mr, sim, modem, now])?;
+    conn.prepare_cached(
+        "UPDATE sims SET sent_parts = sent_parts + 1, last_seen = ?2 WHERE iccid = ?1",
+    )?
+    .execute(params![sim, now])?;
+    Ok(())
+}
+
+/// Closes an attempt with its outcome (`sent`, `temporary`, `permanent`).
+pub fn finish_attempt(
+    conn: &Connection,
+    attempt: i64,
+    outcome: &str,
+    error_code: Option<&str>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE attempts SET finished_at = ?2, outcome = ?3, error_code = ?4, error = ?5 \
+         WHERE id = ?1",
+    )?
+    .execute(params![attempt, now, outcome, error_code, error])?;
+    Ok(())
+}
+
+/// Moves a message to a final or intermediate status, with an error where one applies.
+pub fn set_status(
+    conn: &Connection,
+    id: i64,
+    status: MessageStatus,
+    error_code: Option<&str>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE messages SET status = ?2, error_code = COALESCE(?3, error_code), \
+         error = COALESCE(?4, error), updated_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![id, status.as_str(), error_code, error, now])?;
+    if matches!(status, MessageStatus::Failed | MessageStatus::Expired) {
+        conn.prepare_cached(
+            "UPDATE parts SET status = 'failed' WHERE message_id = ?1 \
+             AND status IN ('pending', 'sending')",
+        )?
+        .execute([id])?;
+        if let Some(sim) = conn
+            .prepare_cached("SELECT sim FROM messages WHERE id = ?1")?
+            .query_row([id], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten()
+        {
+            conn.prepare_cached("UPDATE sims SET failed = failed + 1 WHERE iccid = ?1")?
+                .execute([sim])?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts a message back in the queue for another try at `next_at` (unsent parts only).
+pub fn schedule_retry(
+    conn: &Connection,
+    id: i64,
+    next_at: i64,
+    error_code: Option<&str>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE messages SET status = 'queued', next_attempt_at = ?2, error_code = ?3, \
+         error = ?4, updated_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![id, next_at, error_code, error, now])?;
+    conn.prepare_cached(
+        "UPDATE parts SET status = 'pending' WHERE message_id = ?1 AND status = 'sending'",
+    )?
+    .execute([id])?;
+    Ok(())
+}
+
+/// Cancels a message that has not started going out; returns false otherwise.
+pub fn cancel(conn: &Connection, id: i64, now: i64) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE messages SET status = 'cancelled', updated_at = ?2 \
+             WHERE id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![id, now])?;
+    if n > 0 {
+        conn.prepare_cached("UPDATE parts SET status = 'failed' WHERE message_id = ?1")?
+            .execute([id])?;
+    }
+    Ok(n > 0)
+}
+
+/// What to do at start-up with a part whose `AT+CMGS` was in flight at a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InFlightPolicy {
+    /// Send it again: the recipient may get it twice, never zero times.
+    #[default]
+    AtLeastOnce,
+    /// Fail it: the recipient gets it at most once.
+    AtMostOnce,
+}
+
+/// One message the reconciliation touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub id: i64,
+    /// Parts that may have reached the SMSC before the crash.
+    pub uncertain_parts: Vec<u32>,
+    pub requeued: bool,
+}
+
+/// Start-up reconciliation after a crash: messages left in `sending` keep the parts with
+/// a recorded MR (never sent again); parts without one were possibly in flight, and
+/// are resent or failed per `policy`, the message flagged as a possible duplicate.
+pub fn reconcile(conn: &Connection, policy: InFlightPolicy, now: i64) -> Result<Vec<Reconciled>> {
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM messages WHERE status = 'sending'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for id in ids {
+        let uncertain: Vec<u32> = conn
+            .prepare_cached(
+                "SELECT seq FROM parts WHERE message_id = ?1 AND status = 'sending' ORDER BY seq",
+            )?
+            .query_map([id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        conn.prepare_cached(
+            "UPDATE attempts SET finished_at = ?2, outcome = 'crashed' \
+             WHERE message_id = ?1 AND finished_at IS NULL",
+        )?
+        .execute(params![id, now])?;
+        let all_sent: bool = conn
+            .prepare_cached(
+                "SELECT COUNT(*) = 0 FROM parts WHERE message_id = ?1 AND status IN ('pending', 'sending')",
+            )?
+            .query_row([id], |r| r.get(0))?;
+        let requeued = if all_sent {
+            set_status(conn, id, MessageStatus::Sent, None, None, now)?;
+            false
+        } else if policy == InFlightPolicy::AtMostOnce && !uncertain.is_empty() {
+            set_status(
+                conn,
+                id,
+                MessageStatus::Failed,
+                Some("interrupted"),
+                Some("the daemon stopped while this message was being sent (at-most-once policy)"),
+                now,
+            )?;
+            false
+        } else {
+            schedule_retry(conn, id, now, None, None, now)?;
+            true
+        };
+        if !uncertain.is_empty() {
+            conn.prepare_cached("UPDATE messages SET possible_duplicate = 1 WHERE id = ?1")?
+                .execute([id])?;
+        }
+        out.push(Reconciled {
+            id,
+            uncertain_parts: uncertain,
+            requeued,
+        });
+    }
+    Ok(out)
+}
+
+/// A status report to file against the part it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportIn {
+    pub sim: Option<String>,
+    pub modem: Option<String>,
+    pub mr: u8,
+    pub recipient: String,
+    pub status_code: u8,
+    /// `delivered`, `pending` or `failed`.
+    pub category: String,
+    pub scts: Option<String>,
+    pub discharge: Option<String>,
+    pub pdu: String,
+}
+
+/// What a status report changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportMatch {
+    pub message_id: i64,
+    pub part_seq: u32,
+    /// The message's status after this report, when it changed.
+    pub new_status: Option<MessageStatus>,
+}
+
+/// Files a report and matches it to a part: same SIM, same MR, same recipient, sent
+/// within `window_ms` before now, the most recent such part (MRs wrap at 255, so older
+/// ones with the same MR are older messages). Unmatched reports are kept too.
+pub fn record_status_report(
+    conn: &Connection,
+    r: &ReportIn,
+    window_ms: i64,
+    now: i64,
+) -> Result<Option<ReportMatch>> {
+    let found: Option<(i64, u32)> = conn
+        .prepare_cached(
+            "SELECT p.message_id, p.seq FROM parts p JOIN messages m ON m.id = p.message_id \
+             WHERE p.mr = ?1 AND (?2 IS NULL OR p.sim = ?2) AND m.to_number = ?3 \
+             AND p.sent_at >= ?4 AND p.status IN ('sent', 'delivered', 'failed') \
+             ORDER BY p.sent_at DESC LIMIT 1",
+        )?
+        .query_row(
+            params![
+                r.mr,
+                r.sim,
+                normalise_recipient(&r.recipient),
+                now - window_ms
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    conn.prepare_cached(
+        "INSERT INTO status_reports (received_at, sim, modem, mr, recipient, status_code, \
+         category, scts, discharge, pdu, message_id, part_seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        now,
+        r.sim,
+        r.modem,
+        r.mr,
+        r.recipient,
+        r.status_code,
+        r.category,
+        r.scts,
+        r.discharge,
+        r.pdu,
+        found.map(|f| f.0),
+        found.map(|f| f.1)
+    ])?;
+    let Some((message_id, part_seq)) = found else {
+        return Ok(None);
+    };
+    if r.category == "pending" {
+        // The SMSC is still trying: note it, the final report will follow.
+        conn.prepare_cached(
+            "UPDATE parts SET report_at = ?3, report_status = ?4 WHERE message_id = ?1 AND seq = ?2",
+        )?
+        .execute(params![message_id, part_seq, now, r.status_code])?;
+        return Ok(Some(ReportMatch {
+            message_id,
+            part_seq,
+            new_status: None,
+        }));
+    }
+    let part_status = if r.category == "delivered" {
+        "delivered"
+    } else {
+        "failed"
+    };
+    conn.prepare_cached(
+        "UPDATE parts SET status = ?3, report_at = ?4, report_status = ?5 \
+         WHERE message_id = ?1 AND seq = ?2",
+    )?
+    .execute(params![
+        message_id,
+        part_seq,
+        part_status,
+        now,
+        r.status_code
+    ])?;
+    let (total, delivered, failed, status): (u32, u32, u32, String) = conn
+        .prepare_cached(
+            "SELECT m.parts_total, \
+             (SELECT COUNT(*) FROM parts WHERE message_id = m.id AND status = 'delivered'), \
+             (SELECT COUNT(*) FROM parts WHERE message_id = m.id AND status = 'failed'), \
+             m.status FROM messages m WHERE m.id = ?1",
+        )?
+        .query_row([message_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
+    let current = MessageStatus::parse(&status);
+    let new_status = if failed > 0 && current != Some(MessageStatus::Failed) {
+        Some(MessageStatus::Failed)
+    } else if delivered == total && current != Some(MessageStatus::Delivered) {
+        Some(MessageStatus::Delivered)
+    } else {
+        None
+    };
+    if let Some(s) = new_status {
+        let err =
+            (s == MessageStatus::Failed).then(|| format!("status report 0x{:02X}", r.status_code));
+        conn.prepare_cached(
+            "UPDATE messages SET status = ?2, updated_at = ?3, \
+             error_code = COALESCE(?4, error_code), error = COALESCE(?5, error) WHERE id = ?1",
+        )?
+        .execute(params![
+            message_id,
+            s.as_str(),
+            now,
+            err.as_ref().map(|_| "status_report"),
+            err
+        ])?;
+    }
+    Ok(Some(ReportMatch {
+        message_id,
+        part_seq,
+        new_status,
+    }))
+}
+
+fn normalise_recipient(r: &str) -> String {
+    if r.starts_with('+') || r.is_empty() {
+        r.to_string()
+    } else {
+        // Reports often carry the number without '+', sometimes as international.
+        format!("+{r}")
+    }
+}
+
+/// Records that a SIM was seen in a modem (keyed by ICCID: it keeps its counters when it
+/// moves to another port or stick).
+pub fn upsert_sim(
+    conn: &Connection,
+    iccid: &str,
+    imsi: Option<&str>,
+    modem: &str,
+    operator: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sims (iccid, imsi, first_seen, last_seen, last_modem, operator) \
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT(iccid) DO UPDATE SET \
+         imsi = COALESCE(excluded.imsi, imsi), last_seen = excluded.last_seen, \
+         last_modem = excluded.last_modem, operator = COALESCE(excluded.operator, operator)",
+    )?
+    .execute(params![iccid, imsi, now, modem, operator])?;
+    Ok(())
+}
+
+/// Per-SIM counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimRecord {
+    pub iccid: String,
+    pub imsi: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub last_modem: Option<String>,
+    pub operator: Option<String>,
+    pub sent_parts: i64,
+    pub failed: i64,
+    pub received: i64,
+    pub usage: String,
+}
+
+pub fn list_sims(conn: &Connection) -> Result<Vec<SimRecord>> {
+    let mut st = conn.prepare_cached(
+        "SELECT iccid, imsi, first_seen, last_seen, last_modem, operator, sent_parts, failed, \
+         received, usage FROM sims ORDER BY iccid",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(SimRecord {
+            iccid: r.get(0)?,
+            imsi: r.get(1)?,
+            first_seen: r.get(2)?,
+            last_seen: r.get(3)?,
+            last_modem: r.get(4)?,
+            operator: r.get(5)?,
+            sent_parts: r.get(6)?,
+            failed: r.get(7)?,
+            received: r.get(8)?,
+            usage: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Saves a SIM's quota usage (JSON from the pool) so limits survive restarts.
+pub fn save_sim_usage(conn: &Connection, iccid: &str, usage_json: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE sims SET usage = ?2 WHERE iccid = ?1")?
+        .execute(params![iccid, usage_json])?;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The database schema as numbered migrations embedded in the binary. `PRAGMA
+//! user_version` records how many have run; each runs in its own transaction, so a
+//! crash mid-migration leaves the previous version intact.
+
+use rusqlite::Connection;
+
+/// Every migration in order; never edit one that has shipped, append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE messages (
+        id              INTEGER PRIMARY KEY,
+        created_at      INTEGER NOT NULL,          -- unix ms
+        updated_at      INTEGER NOT NULL,
+        to_number       TEXT NOT NULL,             -- E.164
+        body            TEXT NOT NULL,
+        encoding        TEXT NOT NULL,             -- gsm7 | ucs2
+        parts_total     INTEGER NOT NULL,
+        priority        INTEGER NOT NULL,          -- higher goes first
+        send_at         INTEGER,                   -- not before (unix ms)
+        expires_at      INTEGER,                   -- give up after (unix ms)
+        status          TEXT NOT NULL,             -- queued|sending|sent|delivered|failed|expired|cancelled
+        status_report   INTEGER NOT NULL,
+        flash           INTEGER NOT NULL,
+        validity_secs   INTEGER,
+        pinned_sim      TEXT,
+        tags            TEXT NOT NULL DEFAULT '[]',
+        callback_url    TEXT,
+        concat_ref      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        sim             TEXT,
+        modem           TEXT,
+        error_code      TEXT,
+        error           TEXT,
+        possible_duplicate INTEGER NOT NULL DEFAULT 0,
+        masked          INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX messages_pending ON messages(status) WHERE status IN ('queued', 'sending');
+    CREATE INDEX messages_to ON messages(to_number, id);
+
+    CREATE TABLE parts (
+        message_id   INTEGER NOT NULL REFERENCES messages(id),
+        seq          INTEGER NOT NULL,             -- 1-based
+        status       TEXT NOT NULL,                -- pending|sending|sent|delivered|failed
+        mr           INTEGER,
+        sim          TEXT,
+        modem        TEXT,
+        sent_at      INTEGER,
+        report_at    INTEGER,
+        report_status INTEGER,
+        PRIMARY KEY (message_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX parts_mr ON parts(sim, mr, sent_at) WHERE mr IS NOT NULL;
+
+    CREATE TABLE attempts (
+        id          INTEGER PRIMARY KEY,
+        message_id  INTEGER NOT NULL REFERENCES messages(id),
+        sim         TEXT,
+        modem       TEXT,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        outcome     TEXT,                          -- sent|temporary|permanent|crashed
+        error_code  TEXT,
+        error       TEXT
+    );
+    CREATE INDEX attempts_message ON attempts(message_id);
+
+    CREATE TABLE status_reports (
+        id           INTEGER PRIMARY KEY,
+        received_at  INTEGER NOT NULL,
+        sim          TEXT,
+        modem        TEXT,
+        mr           INTEGER NOT NULL,
+        recipient    TEXT NOT NULL,
+        status_code  INTEGER NOT NULL,
+        category     TEXT NOT NULL,
+        scts         TEXT,
+        discharge    TEXT,
+        pdu          TEXT NOT NULL,
+        message_id   INTEGER,
+        part_seq     INTEGER
+    );
+
+    CREATE TABLE inbox (
+        id           INTEGER PRIMARY KEY,
+        received_at  INTEGER NOT NULL,
+        sim          TEXT,
+        modem        TEXT,
+        sender       TEXT NOT NULL,
+        body         TEXT,
+        parts_total  INTEGER NOT NULL,
+        parts_received INTEGER NOT NULL,
+        complete     INTEGER NOT NULL,
+        sent_at      TEXT,                         -- the SMSC timestamp, RFC 3339
+        pdus         TEXT NOT NULL                 -- JSON list of hex PDUs
+    );
+
+    CREATE TABLE inbox_parts (
+        sim          TEXT NOT NULL,
+        sender       TEXT NOT NULL,
+        ref          INTEGER NOT NULL,
+        total        INTEGER NOT NULL,
+        seq          INTEGER NOT NULL,
+        received_at  INTEGER NOT NULL,
+        modem        TEXT,
+        pdu          TEXT NOT NULL,
+        PRIMARY KEY (sim, sender, ref, total, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE sims (
+        iccid          TEXT PRIMARY KEY,
+        imsi           TEXT,
+        first_seen     INTEGER NOT NULL,
+        last_seen      INTEGER NOT NULL,
+        last_modem     TEXT,
+        operator       TEXT,
+        sent_parts     INTEGER NOT NULL DEFAULT 0,
+        failed         INTEGER NOT NULL DEFAULT 0,
+        received       INTEGER NOT NULL DEFAULT 0,
+        usage          TEXT NOT NULL DEFAULT '{}'  -- quota windows, JSON
+    ) WITHOUT ROWID;
+
+    CREATE TABLE events (
+        id              INTEGER PRIMARY KEY,
+        created_at      INTEGER NOT NULL,
+        kind            TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        url             TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        delivered_at    INTEGER,
+        last_error      TEXT
+    );
+    CREATE INDEX events_due ON events(next_attempt_at) WHERE delivered_at IS NULL;
+
+    CREATE TABLE idempotency (
+        key          TEXT PRIMARY KEY,
+        body_hash    TEXT NOT NULL,
+        status       INTEGER NOT NULL,
+        response     TEXT NOT NULL,
+        created_at   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+];
+
+/// Brings the schema up to date; returns the version it ended at.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(MIGRATIONS.len())
+}
+
+/// The version this binary knows; a database from a newer binary is refused.
+pub(crate) const VERSION: usize = MIGRATIONS.len();

@@ -1,0 +1,245 @@
+//! Store tests on a real SQLite file in a temporary directory.
+
+use super::*;
+
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("db/gsmgw.db")).unwrap();
+    (dir, store)
+}
+
+fn msg(to: &str, parts: u32) -> NewMessage {
+    NewMessage {
+        to: to.into(),
+        body: "hello".into(),
+        encoding: "gsm7".into(),
+        parts_total: parts,
+        priority: 0,
+        send_at: None,
+        expires_at: None,
+        status_report: true,
+        flash: false,
+        validity_secs: None,
+        pinned_sim: None,
+        tags: vec!["t".into()],
+        callback_url: None,
+        concat_ref: 7,
+        masked: false,
+    }
+}
+
+#[test]
+fn insert_get_and_reopen() {
+    let (dir, store) = temp_store();
+    let m = msg("+491701234567", 3);
+    let id = store
+        .write_blocking(move |c| insert_message(c, &m, 1000))
+        .unwrap();
+    let got = store
+        .read_blocking(|c| get_message(c, id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, MessageStatus::Queued);
+    assert_eq!(got.parts.len(), 3);
+    assert_eq!(got.tags, vec!["t".to_string()]);
+    store.close();
+    // Durable: a new handle on the same file sees it.
+    let again = Store::open(dir.path().join("db/gsmgw.db")).unwrap();
+    assert!(
+        again
+            .read_blocking(|c| get_message(c, id))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn a_failing_write_does_not_undo_its_group() {
+    let (_dir, store) = temp_store();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let results = rt.block_on(async {
+        let mut handles = Vec::new();
+        for i in 0..200 {
+            let s = store.clone();
+            handles.push(tokio::spawn(async move {
+                s.write(move |c| {
+                    let id = insert_message(c, &msg("+4915550000001", 1), i)?;
+                    if i % 10 == 0 {
+                        return Err(StoreError::Conflict("rejected on purpose".into()));
+                    }
+                    Ok(id)
+                })
+                .await
+            }));
+        }
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    });
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 180);
+    let stored: i64 = store
+        .read_blocking(|c| Ok(c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!(
+        stored, 180,
+        "rejected writes left nothing behind, the rest all committed"
+    );
+}
+
+#[test]
+fn attempt_lifecycle_and_reconcile_after_crash() {
+    let (_dir, store) = temp_store();
+    let sim = "8949000000000000001";
+    let id = store
+        .write_blocking(move |c| {
+            upsert_sim(c, sim, Some("262011234567890"), "modem0", None, 1)?;
+            insert_message(c, &msg("+491701234567", 3), 1)
+        })
+        .unwrap();
+    store
+        .write_blocking(move |c| {
+            begin_attempt(c, id, sim, "modem0", 2)?;
+            part_sent(c, id, 1, 250, sim, "modem0", 3)
+        })
+        .unwrap();
+    // The daemon dies here: part 1 has an MR, parts 2 and 3 were (maybe) in flight.
+    let r = store
+        .write_blocking(|c| reconcile(c, InFlightPolicy::AtLeastOnce, 10))
+        .unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].uncertain_parts, vec![2, 3]);
+    assert!(r[0].requeued);
+    let m = store
+        .read_blocking(|c| get_message(c, id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert!(m.possible_duplicate);
+    assert_eq!(
+        m.parts[0].status, "sent",
+        "a part with an MR is never sent again"
+    );
+    assert_eq!(m.parts[0].mr, Some(250));
+    assert_eq!(m.parts[1].status, "pending");
+    // At-most-once fails it instead.
+    store
+        .write_blocking(move |c| begin_attempt(c, id, sim, "modem1", 11).map(|_| ()))
+        .unwrap();
+    store
+        .write_blocking(|c| reconcile(c, InFlightPolicy::AtMostOnce, 12))
+        .unwrap();
+    let m = store
+        .read_blocking(|c| get_message(c, id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.status, MessageStatus::Failed);
+    let sims = store.read_blocking(list_sims).unwrap();
+    assert_eq!(sims[0].sent_parts, 1);
+}
+
+#[test]
+fn status_reports_match_sim_mr_recipient_and_window_across_wrap() {
+    let (_dir, store) = temp_store();
+    let sim = "8949000000000000002";
+    let to = "+491701234567";
+    // Two messages to the same number whose parts got MR 5: one long ago (before the
+    // MR counter wrapped) and one now. The report belongs to the recent one.
+    let (old, new) = store
+        .write_blocking(move |c| {
+            upsert_sim(c, sim, None, "modem0", None, 0)?;
+            let old = insert_message(c, &msg(to, 1), 0)?;
+            begin_attempt(c, old, sim, "modem0", 0)?;
+            part_sent(c, old, 1, 5, sim, "modem0", 1_000)?;
+            let new = insert_message(c, &msg(to, 2), 0)?;
+            begin_attempt(c, new, sim, "modem0", 0)?;
+            part_sent(c, new, 1, 4, sim, "modem0", 5_000_000)?;
+            part_sent(c, new, 2, 5, sim, "modem0", 5_000_001)?;
+            set_status(c, new, MessageStatus::Sent, None, None, 5_000_002)?;
+            Ok((old, new))
+        })
+        .unwrap();
+    let report = |mr: u8, recipient: &str, category: &str, code: u8| ReportIn {
+        sim: Some(sim.into()),
+        modem: Some("modem0".into()),
+        mr,
+        recipient: recipient.into(),
+        status_code: code,
+        category: category.into(),
+        scts: None,
+        discharge: None,
+        pdu: "00".into(),
+    };
+    let window = 3_600_000;
+    let r = store
+        .write_blocking(move |c| {
+            record_status_report(
+                c,
+                &report(5, "491701234567", "delivered", 0),
+                window,
+                5_000_100,
+            )
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.message_id, r.part_seq, r.new_status), (new, 2, None));
+    let r = store
+        .write_blocking(move |c| {
+            record_status_report(c, &report(4, to, "delivered", 0), window, 5_000_200)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.new_status, Some(MessageStatus::Delivered));
+    // Wrong recipient or outside the window: kept, unmatched.
+    let none = store
+        .write_blocking(move |c| {
+            record_status_report(c, &report(5, "+4900000", "delivered", 0), window, 5_000_300)
+        })
+        .unwrap();
+    assert!(none.is_none());
+    let m = store
+        .read_blocking(move |c| get_message(c, old))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.parts[0].status, "sent", "the old message was not touched");
+    let kept: i64 = store
+        .read_blocking(
+            |c| Ok(c.query_row("SELECT COUNT(*) FROM status_reports", [], |r| r.get(0))?),
+        )
+        .unwrap();
+    assert_eq!(kept, 3);
+}
+
+#[test]
+fn cancel_only_while_queued() {
+    let (_dir, store) = temp_store();
+    let id = store
+        .write_blocking(|c| insert_message(c, &msg("+491701234567", 1), 0))
+        .unwrap();
+    assert!(store.write_blocking(move |c| cancel(c, id, 1)).unwrap());
+    assert!(!store.write_blocking(move |c| cancel(c, id, 2)).unwrap());
+    let m = store
+        .read_blocking(move |c| get_message(c, id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.status, MessageStatus::Cancelled);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+    }
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::TooNew { found: 99, .. })
+    ));
+}
