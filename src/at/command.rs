@@ -210,10 +210,10 @@ impl Command {
         if self.text.bytes().any(|b| b.is_ascii_control()) {
             return bad("control character in command line");
         }
-        if let Some(p) = &self.payload {
-            if p.iter().any(|&b| b == 0x1A || b == 0x1B) {
-                return bad("Ctrl-Z or ESC inside the payload");
-            }
+        if let Some(p) = &self.payload
+            && p.iter().any(|&b| b == 0x1A || b == 0x1B)
+        {
+            return bad("Ctrl-Z or ESC inside the payload");
         }
         Ok(())
     }

@@ -70,10 +70,10 @@ pub fn parse_final(line: &str) -> Option<FinalResult> {
     if eq("COMMAND NOT SUPPORT") {
         return Some(FinalResult::NotSupported);
     }
-    if let Some(rest) = strip_prefix_ignore_case(l, "CONNECT") {
-        if rest.is_empty() || rest.starts_with(' ') {
-            return Some(FinalResult::Connect(rest.trim().to_owned()));
-        }
+    if let Some(rest) = strip_prefix_ignore_case(l, "CONNECT")
+        && (rest.is_empty() || rest.starts_with(' '))
+    {
+        return Some(FinalResult::Connect(rest.trim().to_owned()));
     }
     None
 }

@@ -228,10 +228,9 @@ impl Session {
             hard_until,
             ..
         } = &mut self.state
+            && !bytes.is_empty()
         {
-            if !bytes.is_empty() {
-                *quiet_until = after(now, self.config.drain_quiet).min(*hard_until);
-            }
+            *quiet_until = after(now, self.config.drain_quiet).min(*hard_until);
         }
         self.lexer.push(bytes);
         while let Some(token) = self.lexer.next_token() {

@@ -165,12 +165,11 @@ impl Gsm7Tables {
     /// from the single shift table. `None` if the character is in neither.
     #[inline]
     pub fn encode_char(self, c: char) -> Option<Septets> {
-        if self.locking == Language::Default {
-            if let Some(&s) = ASCII_DEFAULT.get(c as usize) {
-                if s != ABSENT {
-                    return Some(Septets::One(s));
-                }
-            }
+        if self.locking == Language::Default
+            && let Some(&s) = ASCII_DEFAULT.get(c as usize)
+            && s != ABSENT
+        {
+            return Some(Septets::One(s));
         }
         if let Some(s) = self.locking.locking().find(c) {
             return Some(Septets::One(s));

@@ -206,10 +206,10 @@ impl Store {
             None => open_conn(&self.inner.path, false)?,
         };
         let r = f(&conn);
-        if let Ok(mut pool) = self.inner.readers.lock() {
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
+        if let Ok(mut pool) = self.inner.readers.lock()
+            && pool.len() < 8
+        {
+            pool.push(conn);
         }
         r
     }
