@@ -394,7 +394,7 @@ impl Pool {
                 })
             })
             .collect();
-        routes.sort_by(|a, b| b.digits.len().cmp(&a.digits.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.digits.len()));
         self.routes = routes;
         self.config = config;
     }
@@ -500,10 +500,10 @@ impl Pool {
             Registration::Roaming => return Err(Ineligible::Roaming),
             other => return Err(Ineligible::NotRegistered(other)),
         }
-        if let (Some(dbm), Some(min)) = (m.signal_dbm, self.config.min_signal_dbm) {
-            if dbm < min {
-                return Err(Ineligible::WeakSignal { dbm, min });
-            }
+        if let (Some(dbm), Some(min)) = (m.signal_dbm, self.config.min_signal_dbm)
+            && dbm < min
+        {
+            return Err(Ineligible::WeakSignal { dbm, min });
         }
         Ok(iccid)
     }
@@ -550,14 +550,14 @@ impl Pool {
             .sim(iccid)
             .and_then(|s| s.min_interval_ms)
             .unwrap_or(self.config.min_interval_ms);
-        if let Some(last) = usage.and_then(|u| u.last_send) {
-            if interval_ms > 0 {
-                let ready = last
-                    .checked_add(Duration::from_millis(interval_ms))
-                    .unwrap_or(last);
-                if ready > now {
-                    later(ready, Busy::MinInterval { interval_ms });
-                }
+        if let Some(last) = usage.and_then(|u| u.last_send)
+            && interval_ms > 0
+        {
+            let ready = last
+                .checked_add(Duration::from_millis(interval_ms))
+                .unwrap_or(last);
+            if ready > now {
+                later(ready, Busy::MinInterval { interval_ms });
             }
         }
         match wait {
@@ -662,12 +662,13 @@ impl Pool {
             let g = usize::from(!routed) + 2 * usize::from(avoided);
             groups[g].push((m, e));
         }
-        if let Some(r) = route {
-            if !r.fallback && !route_has_healthy {
-                return Selection::Unavailable(NoCandidate::RouteWithoutSim {
-                    prefix: r.prefix.clone(),
-                });
-            }
+        if let Some(r) = route
+            && !r.fallback
+            && !route_has_healthy
+        {
+            return Selection::Unavailable(NoCandidate::RouteWithoutSim {
+                prefix: r.prefix.clone(),
+            });
         }
 
         for (g, group) in groups.iter().enumerate() {
@@ -715,10 +716,10 @@ impl Pool {
         now: SystemTime,
     ) -> (ModemId, String, Via) {
         ready.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
-        if let Some(iccid) = self.sticky_sim(to, now) {
-            if let Some(r) = ready.iter().find(|r| r.1 == iccid) {
-                return (r.0.clone(), r.1.clone(), Via::Sticky);
-            }
+        if let Some(iccid) = self.sticky_sim(to, now)
+            && let Some(r) = ready.iter().find(|r| r.1 == iccid)
+        {
+            return (r.0.clone(), r.1.clone(), Via::Sticky);
         }
         let i = match self.config.strategy {
             Strategy::LeastLoaded => {
