@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::config::{PoolConfig, PoolConfigError, QuotaLimits, SimConfig, Strategy, prefix_digits};
-use super::window::{Usage, UsageSnapshot, Window, from_unix_secs, unix_secs};
+use super::window::{Usage, UsageSnapshot, Window, from_unix_secs, unix_ms_ceil, unix_secs};
 
 /// A modem's id: its port-ish name (`ttyUSB3`, `usb-1.4`), unique in the daemon.
 pub type ModemId = String;
@@ -193,7 +193,8 @@ pub struct SelectRequest<'a> {
     pub parts: u32,
     /// ICCID the request insists on: no other SIM is used.
     pub pinned_sim: Option<&'a str>,
-    /// ICCIDs that already failed this message: used only when no other SIM can send now.
+    /// ICCIDs that already failed this message: used only when no other SIM can send now
+    /// (ignored for a pinned SIM).
     pub avoid: &'a [String],
 }
 
@@ -263,6 +264,39 @@ pub enum Availability {
     Ineligible(Ineligible),
 }
 
+/// JSON shape: `{"state": "eligible" | "waiting" | "ineligible", "reason": "quota per_day
+/// 100/100", "until_unix_ms": 1709251200000}` (absent fields omitted).
+impl Serialize for Availability {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View {
+            state: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reason: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            until_unix_ms: Option<i64>,
+        }
+        let view = match self {
+            Availability::Eligible => View {
+                state: "eligible",
+                reason: None,
+                until_unix_ms: None,
+            },
+            Availability::Waiting { until, reason } => View {
+                state: "waiting",
+                reason: Some(reason.to_string()),
+                until_unix_ms: Some(unix_ms_ceil(*until)),
+            },
+            Availability::Ineligible(r) => View {
+                state: "ineligible",
+                reason: Some(r.to_string()),
+                until_unix_ms: None,
+            },
+        };
+        view.serialize(serializer)
+    }
+}
+
 /// Current counts per window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WindowUsage {
@@ -276,8 +310,8 @@ pub struct WindowUsage {
     pub month: u32,
 }
 
-/// One modem in [`Pool::candidates_summary`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One modem in [`Pool::candidates_summary`]; serializes for the HTTP status view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModemView {
     /// The modem.
     pub modem: ModemId,

@@ -11,6 +11,16 @@
 //! says when something will ([`Selection::WaitUntil`]), so the dispatcher sets one timer
 //! instead of polling, and a new message still reaches an idle modem at once.
 //!
+//! Contract with the dispatcher:
+//! - feed every modem change with [`Pool::update_modem`] / [`Pool::remove_modem`];
+//! - [`Pool::select`] *reserves*: on `Chosen` it has already charged the quota and
+//!   started the minimum interval, so the caller must not also call
+//!   [`Pool::record_send`] (that is for sends the pool did not choose); a message that
+//!   never reached the modem can be given back with [`Pool::refund`];
+//! - after a change (send done, modem update, new message) select again; on
+//!   `WaitUntil(t)` set a timer for `t`;
+//! - persist [`Pool::usage`] after sends and [`Pool::restore_usage`] at startup.
+//!
 //! Quota windows are calendar-aligned in UTC; see [`window`].
 
 mod balancer;

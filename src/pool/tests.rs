@@ -1064,6 +1064,21 @@ fn summary_shows_usage_limits_and_waits() {
     );
     assert_eq!(reason_of(&p, "A", at(T0)), "quota per_day 100/100");
     assert_eq!(v[1].availability, Availability::Eligible);
+    let json = serde_json::to_value(&v).unwrap();
+    assert_eq!(
+        json[0]["availability"],
+        serde_json::json!({
+            "state": "waiting",
+            "reason": "quota per_day 100/100",
+            "until_unix_ms": MAR_2024 * 1000,
+        })
+    );
+    assert_eq!(json[0]["limits"]["per_day"], 100);
+    assert_eq!(json[0]["usage"]["day"], 100);
+    assert_eq!(
+        json[1]["availability"],
+        serde_json::json!({"state": "eligible"})
+    );
 }
 
 #[test]

@@ -228,7 +228,8 @@ pub(crate) fn from_unix_secs(s: i64) -> SystemTime {
     t.unwrap_or(UNIX_EPOCH)
 }
 
-fn unix_ms_ceil(t: SystemTime) -> i64 {
+/// Unix milliseconds of `t`, rounded up.
+pub(crate) fn unix_ms_ceil(t: SystemTime) -> i64 {
     let nanos: i128 = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i128,
         Err(e) => -(e.duration().as_nanos() as i128),
