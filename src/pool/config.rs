@@ -116,7 +116,30 @@ pub struct RouteConfig {
     pub fallback: bool,
 }
 
-/// The balancer's configuration (`[pool]`).
+/// The balancer's configuration (`[pool]`). Every key is optional:
+///
+/// ```toml
+/// [pool]
+/// strategy = "least-loaded"      # or "round-robin", "weighted"
+/// min_signal_dbm = -107
+/// allow_roaming = true
+/// min_interval_ms = 0
+/// sticky_window_secs = 0
+/// quota = { per_minute = 6, per_day = 500 }   # parts; per_hour, per_month too
+///
+/// [[pool.sims]]
+/// iccid = "89490200001234567890"
+/// weight = 2                     # default 1; 0 = backup
+/// quota = { per_day = 100 }      # overrides window by window
+/// min_interval_ms = 3000
+/// operator = "Telekom.de"
+/// enabled = true
+///
+/// [[pool.routes]]
+/// prefix = "+4917"
+/// operators = ["Telekom.de"]     # and/or sims = ["8949…"]
+/// fallback = true
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
