@@ -7,5 +7,7 @@
 
 pub mod at;
 pub mod cli;
+pub mod config;
 pub mod pdu;
+pub mod pool;
 pub mod store;

@@ -8,9 +8,11 @@
 //! one failing write does not undo the others in its group. Reads use separate
 //! connections, which WAL lets run alongside the writer.
 
+mod inbox;
 mod messages;
 mod schema;
 
+pub use inbox::*;
 pub use messages::*;
 
 use rusqlite::{Connection, OpenFlags};

@@ -243,3 +243,118 @@ fn a_newer_schema_is_refused() {
         Err(StoreError::TooNew { found: 99, .. })
     ));
 }
+
+/// DELIVER PDUs (hex) for `text` as a sender's handset would split it.
+fn deliver_parts(text: &str, reference: u16) -> Vec<(String, Option<(u16, u8, u8)>)> {
+    use crate::pdu::*;
+    let mut opts = SubmitOptions::new(Address::parse("+491701234567").unwrap());
+    opts.concat_ref = reference;
+    let (_, pdus) = encode_submit(text, &opts).unwrap();
+    pdus.iter()
+        .map(|p| {
+            let Tpdu::Submit(s) = decode(&p.bytes, true).unwrap().tpdu else {
+                panic!()
+            };
+            let concat = s
+                .user_data
+                .header
+                .as_ref()
+                .and_then(|h| h.concat())
+                .map(|c| (c.reference, c.total, c.seq));
+            let d = Pdu {
+                smsc: Some(Address::parse("+491710760000").unwrap()),
+                tpdu: Tpdu::Deliver(Deliver {
+                    more_messages: false,
+                    loop_prevention: false,
+                    status_report_indication: false,
+                    reply_path: false,
+                    originator: Address::parse("+491701234567").unwrap(),
+                    pid: 0,
+                    dcs: s.dcs,
+                    timestamp: Timestamp {
+                        year: 2026,
+                        month: 11,
+                        day: 27,
+                        hour: 12,
+                        minute: 0,
+                        second: 0,
+                        tz_quarters: 4,
+                    },
+                    user_data: s.user_data,
+                }),
+            };
+            (d.encode().unwrap().hex(), concat)
+        })
+        .collect()
+}
+
+fn part(pdu: &(String, Option<(u16, u8, u8)>), at: i64) -> InboundPart {
+    InboundPart {
+        sim: Some("8949000000000000009".into()),
+        modem: "modem3".into(),
+        sender: "+491701234567".into(),
+        pdu: pdu.0.clone(),
+        concat: pdu.1,
+        sent_at: None,
+        received_at: at,
+    }
+}
+
+#[test]
+fn multipart_reassembly_any_order_with_duplicates() {
+    let (_dir, store) = temp_store();
+    let text = format!("{} 👋🏽 the end", "Ünïcødé and emoji ".repeat(12));
+    let parts = deliver_parts(&text, 300);
+    assert!(parts.len() >= 3);
+    let mut order: Vec<usize> = (0..parts.len()).rev().collect();
+    order.insert(1, order[0]); // a duplicate of the last part, early
+    let mut done = Vec::new();
+    for (n, i) in order.into_iter().enumerate() {
+        let p = part(&parts[i], n as i64);
+        if let Some(id) = store
+            .write_blocking(move |c| insert_inbound(c, &p))
+            .unwrap()
+        {
+            done.push(id);
+        }
+    }
+    assert_eq!(done.len(), 1, "one message, however the parts came");
+    let m = store
+        .read_blocking(move |c| get_inbox(c, done[0]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.text.as_deref(), Some(text.as_str()));
+    assert!(m.complete);
+    assert_eq!(m.parts_received as usize, parts.len());
+    assert_eq!(m.sent_at.as_deref(), Some("2026-11-27T12:00:00+01:00"));
+}
+
+#[test]
+fn incomplete_sets_are_delivered_after_the_timeout() {
+    let (_dir, store) = temp_store();
+    let parts = deliver_parts(&"x".repeat(400), 9);
+    let first = part(&parts[0], 1_000);
+    assert_eq!(
+        store
+            .write_blocking(move |c| insert_inbound(c, &first))
+            .unwrap(),
+        None
+    );
+    let nothing = store
+        .write_blocking(|c| expire_reassembly(c, 500, 2_000))
+        .unwrap();
+    assert!(nothing.is_empty());
+    let ids = store
+        .write_blocking(|c| expire_reassembly(c, 1_001, 2_000))
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    let id = ids[0];
+    let m = store
+        .read_blocking(move |c| get_inbox(c, id))
+        .unwrap()
+        .unwrap();
+    assert!(!m.complete);
+    assert_eq!((m.parts_received, m.parts_total), (1, 3));
+    assert_eq!(m.text.as_deref(), Some("x".repeat(153).as_str()));
+    assert_eq!(store.read_blocking(oldest_reassembly).unwrap(), None);
+}

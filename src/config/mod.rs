@@ -1,0 +1,285 @@
+//! The configuration file (TOML, default `/etc/gsmgw/gsmgw.toml`): its schema, defaults
+//! and validation. Errors name the file, the line and the key, so an operator can fix
+//! a typo without reading source code. Unknown keys are errors, not silently ignored.
+
+use crate::pool::PoolConfig;
+use crate::store::InFlightPolicy;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Where the daemon looks without `--config`.
+pub const DEFAULT_PATH: &str = "/etc/gsmgw/gsmgw.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Read { path: PathBuf, message: String },
+    /// `path:line:column: message` — the format editors and CI logs link to.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole file. Every section is optional; defaults make a working gateway on
+/// loopback.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub store: StoreConfig,
+    pub modems: ModemsConfig,
+    pub dispatch: DispatchConfig,
+    pub pool: PoolConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Loopback by default: the API is for local apps; put TLS in a reverse proxy.
+    pub listen: SocketAddr,
+    /// A bearer token accepted for every scope (also `GSMGW_API_TOKEN`).
+    pub token: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// What to do with a part whose `AT+CMGS` was in flight at a crash.
+    pub in_flight: InFlightPolicy,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("/var/lib/gsmgw/gsmgw.db"),
+            in_flight: InFlightPolicy::AtLeastOnce,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModemsConfig {
+    /// Device paths, globs (`/dev/gsmgw/*`) or `tcp://host:port`.
+    pub ports: Vec<String>,
+    /// Open serial ports exclusively (TIOCEXCL + flock).
+    pub exclusive: bool,
+    /// Timeout of ordinary AT commands.
+    pub command_timeout_ms: u64,
+    /// Timeout of `AT+CMGS` (networks can take tens of seconds).
+    pub send_timeout_ms: u64,
+    /// SIM PINs by ICCID. A PIN the SIM rejects is never tried again automatically.
+    pub pins: BTreeMap<String, String>,
+    /// Seconds between health polls (`+CSQ`, `+CREG`, `+COPS`, storage).
+    pub health_interval_secs: u64,
+}
+
+impl Default for ModemsConfig {
+    fn default() -> Self {
+        ModemsConfig {
+            ports: vec!["/dev/gsmgw/*".into()],
+            exclusive: true,
+            command_timeout_ms: 5_000,
+            send_timeout_ms: 60_000,
+            pins: BTreeMap::new(),
+            health_interval_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Attempts before a message fails on temporary errors.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How long after sending a status report may still match a part.
+    pub report_window_secs: u64,
+    /// Incomplete inbound multipart messages are delivered, marked incomplete, after
+    /// this long.
+    pub reassembly_timeout_secs: u64,
+    /// Most parts one message may have.
+    pub max_parts: u32,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            max_attempts: 5,
+            retry_base_ms: 2_000,
+            retry_max_ms: 300_000,
+            report_window_secs: 3 * 24 * 3600,
+            reassembly_timeout_secs: 15 * 60,
+            max_parts: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter; `RUST_LOG` wins.
+    pub level: String,
+    /// Message bodies and codes appear in logs only when this is on.
+    pub log_bodies: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            log_bodies: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        if self.modems.command_timeout_ms == 0 {
+            return Err(bad("modems.command_timeout_ms", "must be above 0".into()));
+        }
+        if self.modems.send_timeout_ms < self.modems.command_timeout_ms {
+            return Err(bad(
+                "modems.send_timeout_ms",
+                "must be at least modems.command_timeout_ms".into(),
+            ));
+        }
+        if self.dispatch.max_attempts == 0 {
+            return Err(bad("dispatch.max_attempts", "must be at least 1".into()));
+        }
+        if !(1..=255).contains(&self.dispatch.max_parts) {
+            return Err(bad("dispatch.max_parts", "must be 1–255".into()));
+        }
+        if self.dispatch.retry_max_ms < self.dispatch.retry_base_ms {
+            return Err(bad(
+                "dispatch.retry_max_ms",
+                "must be at least dispatch.retry_base_ms".into(),
+            ));
+        }
+        for (iccid, pin) in &self.modems.pins {
+            if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(
+                    &format!("modems.pins.{iccid}"),
+                    "a PIN is 4–8 digits".into(),
+                ));
+            }
+        }
+        self.pool
+            .validate()
+            .map_err(|e| bad("pool", e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/gsmgw/gsmgw.toml"))
+    }
+
+    #[test]
+    fn defaults_and_the_documented_example() {
+        let c = parse("").unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        let c = parse(
+            r#"
+[http]
+listen = "127.0.0.1:8080"
+[store]
+path = "/var/lib/gsmgw/gsmgw.db"
+[modems]
+ports = ["/dev/gsmgw/*"]
+[modems.pins]
+"8949020000000000001" = "1234"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.modems.ports, vec!["/dev/gsmgw/*"]);
+        assert_eq!(c.modems.pins.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = parse("[http]\nlisten = \"127.0.0.1:8080\"\n\n[modems]\nportz = []\n").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("/etc/gsmgw/gsmgw.toml:5:"), "{s}");
+        assert!(s.contains("portz"), "{s}");
+        let e = parse("[http]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/gsmgw/gsmgw.toml:2:"), "{e}");
+        let e = parse("[modems.pins]\n\"894900\" = \"12\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("modems.pins.894900"), "{e}");
+        let e = parse("[dispatch]\nmax_parts = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dispatch.max_parts"), "{e}");
+    }
+}

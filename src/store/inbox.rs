@@ -1,0 +1,248 @@
+//! Inbound messages: single parts go straight to the inbox; parts of a concatenated
+//! message are kept in `inbox_parts` until all have arrived (any order, duplicates
+//! dropped), then joined — raw units first, decoded once — into one inbox row. A set
+//! that stays incomplete is delivered after a timeout, marked incomplete.
+
+use super::{Result, StoreError};
+use crate::pdu::{self, Tpdu, UserData};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// One inbound SMS-DELIVER part, as the driver read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundPart {
+    /// The SIM (ICCID) it arrived on; reassembly is per SIM.
+    pub sim: Option<String>,
+    pub modem: String,
+    pub sender: String,
+    /// Hex PDU with the SMSC field.
+    pub pdu: String,
+    /// (reference, total, seq) when the part has a valid concatenation header.
+    pub concat: Option<(u16, u8, u8)>,
+    /// The SMSC timestamp, RFC 3339.
+    pub sent_at: Option<String>,
+    pub received_at: i64,
+}
+
+/// A message in the inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InboxRecord {
+    pub id: i64,
+    pub received_at: i64,
+    pub sim: Option<String>,
+    pub modem: Option<String>,
+    pub sender: String,
+    pub text: Option<String>,
+    pub parts_total: u32,
+    pub parts_received: u32,
+    pub complete: bool,
+    pub sent_at: Option<String>,
+}
+
+fn sim_key(p: &InboundPart) -> String {
+    p.sim
+        .clone()
+        .unwrap_or_else(|| format!("modem:{}", p.modem))
+}
+
+/// Decodes stored hex PDUs (in seq order) and joins their text.
+fn join_pdus(pdus: &[String]) -> Option<String> {
+    let parts: Vec<UserData> = pdus
+        .iter()
+        .filter_map(|h| match pdu::decode_hex(h, true).ok()?.tpdu {
+            Tpdu::Deliver(d) => Some(d.user_data),
+            _ => None,
+        })
+        .collect();
+    pdu::join_text(&parts)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_inbox(
+    conn: &Connection,
+    received_at: i64,
+    sim: Option<&str>,
+    modem: &str,
+    sender: &str,
+    text: Option<&str>,
+    total: u32,
+    received: u32,
+    sent_at: Option<&str>,
+    pdus: &[String],
+) -> Result<i64> {
+    let pdus = serde_json::to_string(pdus).map_err(|e| StoreError::Sqlite(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO inbox (received_at, sim, modem, sender, body, parts_total, parts_received, \
+         complete, sent_at, pdus) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        received_at,
+        sim,
+        modem,
+        sender,
+        text,
+        total,
+        received,
+        received == total,
+        sent_at,
+        pdus
+    ])?;
+    let id = conn.last_insert_rowid();
+    if let Some(sim) = sim {
+        conn.prepare_cached("UPDATE sims SET received = received + 1 WHERE iccid = ?1")?
+            .execute([sim])?;
+    }
+    Ok(id)
+}
+
+/// Stores one part; returns the inbox id when this completed a message (or was a
+/// single-part one), `None` while parts are missing or when it was a duplicate.
+pub fn insert_inbound(conn: &Connection, p: &InboundPart) -> Result<Option<i64>> {
+    let Some((reference, total, seq)) = p.concat.filter(|c| c.1 > 1) else {
+        let text = join_pdus(std::slice::from_ref(&p.pdu));
+        return insert_inbox(
+            conn,
+            p.received_at,
+            p.sim.as_deref(),
+            &p.modem,
+            &p.sender,
+            text.as_deref(),
+            1,
+            1,
+            p.sent_at.as_deref(),
+            std::slice::from_ref(&p.pdu),
+        )
+        .map(Some);
+    };
+    let key = sim_key(p);
+    let inserted = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO inbox_parts (sim, sender, ref, total, seq, received_at, modem, pdu) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![key, p.sender, reference, total, seq, p.received_at, p.modem, p.pdu])?;
+    if inserted == 0 {
+        return Ok(None); // a duplicate part (network redelivery): dropped
+    }
+    let have: u32 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM inbox_parts WHERE sim = ?1 AND sender = ?2 AND ref = ?3 AND total = ?4",
+        )?
+        .query_row(params![key, p.sender, reference, total], |r| r.get(0))?;
+    if have < u32::from(total) {
+        return Ok(None);
+    }
+    assemble(conn, &key, &p.sender, reference, total, p.received_at).map(Some)
+}
+
+/// Joins whatever parts of a set are stored into one inbox row and removes them.
+fn assemble(
+    conn: &Connection,
+    key: &str,
+    sender: &str,
+    reference: u16,
+    total: u8,
+    now: i64,
+) -> Result<i64> {
+    let rows: Vec<(String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT pdu, modem FROM inbox_parts WHERE sim = ?1 AND sender = ?2 AND ref = ?3 \
+             AND total = ?4 ORDER BY seq",
+        )?
+        .query_map(params![key, sender, reference, total], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let pdus: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    let modem = rows.last().and_then(|r| r.1.clone()).unwrap_or_default();
+    let text = join_pdus(&pdus);
+    let sent_at = pdus
+        .first()
+        .and_then(|h| match pdu::decode_hex(h, true).ok()?.tpdu {
+            Tpdu::Deliver(d) => Some(d.timestamp.to_string()),
+            _ => None,
+        });
+    let sim = (!key.starts_with("modem:")).then_some(key);
+    let id = insert_inbox(
+        conn,
+        now,
+        sim,
+        &modem,
+        sender,
+        text.as_deref(),
+        u32::from(total),
+        pdus.len() as u32,
+        sent_at.as_deref(),
+        &pdus,
+    )?;
+    conn.prepare_cached(
+        "DELETE FROM inbox_parts WHERE sim = ?1 AND sender = ?2 AND ref = ?3 AND total = ?4",
+    )?
+    .execute(params![key, sender, reference, total])?;
+    Ok(id)
+}
+
+/// Delivers sets whose first part arrived before `cutoff` as incomplete messages.
+pub fn expire_reassembly(conn: &Connection, cutoff: i64, now: i64) -> Result<Vec<i64>> {
+    let sets: Vec<(String, String, u16, u8)> = conn
+        .prepare(
+            "SELECT sim, sender, ref, total FROM inbox_parts GROUP BY sim, sender, ref, total \
+             HAVING MIN(received_at) < ?1",
+        )?
+        .query_map([cutoff], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for (key, sender, reference, total) in sets {
+        out.push(assemble(conn, &key, &sender, reference, total, now)?);
+    }
+    Ok(out)
+}
+
+/// The oldest waiting part's arrival time, to schedule the next expiry check.
+pub fn oldest_reassembly(conn: &Connection) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row("SELECT MIN(received_at) FROM inbox_parts", [], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+pub fn get_inbox(conn: &Connection, id: i64) -> Result<Option<InboxRecord>> {
+    Ok(conn
+        .prepare_cached(&format!("{INBOX_SELECT} WHERE id = ?1"))?
+        .query_row([id], inbox_from_row)
+        .optional()?)
+}
+
+/// Inbox, newest first, ids below `before_id` (keyset pagination).
+pub fn list_inbox(
+    conn: &Connection,
+    before_id: Option<i64>,
+    limit: u32,
+) -> Result<Vec<InboxRecord>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "{INBOX_SELECT} WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2"
+        ))?
+        .query_map(params![before_id, limit.clamp(1, 1000)], inbox_from_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+const INBOX_SELECT: &str = "SELECT id, received_at, sim, modem, sender, body, parts_total, \
+    parts_received, complete, sent_at FROM inbox";
+
+fn inbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxRecord> {
+    Ok(InboxRecord {
+        id: r.get(0)?,
+        received_at: r.get(1)?,
+        sim: r.get(2)?,
+        modem: r.get(3)?,
+        sender: r.get(4)?,
+        text: r.get(5)?,
+        parts_total: r.get(6)?,
+        parts_received: r.get(7)?,
+        complete: r.get(8)?,
+        sent_at: r.get(9)?,
+    })
+}
