@@ -244,8 +244,11 @@ fn a_newer_schema_is_refused() {
     ));
 }
 
-/// DELIVER PDUs (hex) for `text` as a sender's handset would split it.
-fn deliver_parts(text: &str, reference: u16) -> Vec<(String, Option<(u16, u8, u8)>)> {
+/// A hex DELIVER PDU with its (reference, total, seq).
+type TestPart = (String, Option<(u16, u8, u8)>);
+
+/// DELIVER PDUs for `text` as a sender's handset would split it.
+fn deliver_parts(text: &str, reference: u16) -> Vec<TestPart> {
     use crate::pdu::*;
     let mut opts = SubmitOptions::new(Address::parse("+491701234567").unwrap());
     opts.concat_ref = reference;
@@ -288,7 +291,7 @@ fn deliver_parts(text: &str, reference: u16) -> Vec<(String, Option<(u16, u8, u8
         .collect()
 }
 
-fn part(pdu: &(String, Option<(u16, u8, u8)>), at: i64) -> InboundPart {
+fn part(pdu: &TestPart, at: i64) -> InboundPart {
     InboundPart {
         sim: Some("8949000000000000009".into()),
         modem: "modem3".into(),
