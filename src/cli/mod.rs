@@ -2,7 +2,9 @@
 //! command family. Each command prints JSON on stdout where another tool may read it,
 //! and exactly one `error: …` line on stderr with a non-zero exit when it fails.
 
+mod modem;
 mod pdu;
+mod probe;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +21,11 @@ enum Command {
     /// Encode and decode SMS PDUs (no modem needed).
     #[command(subcommand)]
     Pdu(pdu::PduCommand),
+    /// Identify a modem (or find the AT ports among many) and print it as JSON.
+    Probe(probe::ProbeArgs),
+    /// Talk to one modem through the driver alone.
+    #[command(subcommand)]
+    Modem(modem::ModemCommand),
 }
 
 /// Runs the command line and maps failures to one stderr line and exit code 1.
@@ -26,6 +33,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pdu(cmd) => pdu::run(cmd),
+        Command::Probe(args) => probe::run(args),
+        Command::Modem(cmd) => modem::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
