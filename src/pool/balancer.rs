@@ -107,6 +107,15 @@ pub enum Ineligible {
         /// The message's parts.
         parts: u32,
     },
+    /// The modem has as many messages in flight as `pool.max_in_flight` allows. Not a
+    /// timed wait: the dispatcher selects again when a send finishes.
+    #[error("sending ({in_flight} in flight, at most {max})")]
+    Sending {
+        /// Messages in flight.
+        in_flight: u32,
+        /// The limit.
+        max: u32,
+    },
 }
 
 /// Why a healthy SIM cannot send right now.
@@ -538,6 +547,13 @@ impl Pool {
             && dbm < min
         {
             return Err(Ineligible::WeakSignal { dbm, min });
+        }
+        let max = self.config.max_in_flight;
+        if max > 0 && m.in_flight >= max {
+            return Err(Ineligible::Sending {
+                in_flight: m.in_flight,
+                max,
+            });
         }
         Ok(iccid)
     }

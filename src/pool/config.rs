@@ -161,6 +161,10 @@ pub struct PoolConfig {
     pub sims: Vec<SimConfig>,
     /// Prefix routes; the longest matching prefix wins.
     pub routes: Vec<RouteConfig>,
+    /// Messages one modem may have in flight (default 1; 0 = no limit). A modem sends
+    /// one at a time, so handing it a second only makes that one wait behind the first
+    /// instead of going out on the next free modem.
+    pub max_in_flight: u32,
 }
 
 impl Default for PoolConfig {
@@ -174,6 +178,7 @@ impl Default for PoolConfig {
             sticky_window_secs: 0,
             sims: Vec::new(),
             routes: Vec::new(),
+            max_in_flight: 1,
         }
     }
 }

@@ -45,7 +45,13 @@ fn modem(id: &str, iccid: &str) -> ModemStatus {
     }
 }
 
+/// A pool without the in-flight limit: these tests select repeatedly without reporting
+/// sends as finished (see `in_flight_limit_makes_a_busy_modem_wait` for the limit).
 fn pool_with(config: PoolConfig, modems: Vec<ModemStatus>) -> Pool {
+    let config = PoolConfig {
+        max_in_flight: 0,
+        ..config
+    };
     let mut p = Pool::new(config).expect("valid config");
     for m in modems {
         p.update_modem(m);
@@ -1028,6 +1034,7 @@ fn reload_keeps_usage() {
     pick(&mut p, "+1", at(T0));
     p.set_config(PoolConfig {
         quota: quota(Some(1), None, None),
+        max_in_flight: 0,
         ..PoolConfig::default()
     })
     .unwrap();
@@ -1185,6 +1192,8 @@ mod props {
                         sticky_window_secs: sticky,
                         sims,
                         routes,
+                        // The independent model below knows nothing of in-flight limits.
+                        max_in_flight: 0,
                     }
                 },
             )
@@ -1490,5 +1499,38 @@ mod props {
             }
             let _ = waits;
         }
+    }
+}
+
+#[test]
+fn in_flight_limit_makes_a_busy_modem_wait() {
+    let mut p = Pool::new(PoolConfig::default()).expect("valid config");
+    p.update_modem(modem("A", "111"));
+    p.update_modem(modem("B", "222"));
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let first = p.select(&SelectRequest::new("+491701", 1), now);
+    let second = p.select(&SelectRequest::new("+491702", 1), now);
+    let (Selection::Chosen(a), Selection::Chosen(b)) = (first, second) else {
+        panic!("two idle modems take two messages")
+    };
+    assert_ne!(a.modem, b.modem);
+    match p.select(&SelectRequest::new("+491703", 1), now) {
+        Selection::Unavailable(NoCandidate::AllIneligible(r)) => {
+            assert!(
+                r.iter()
+                    .all(|(_, why)| matches!(why, Ineligible::Sending { .. })),
+                "{r:?}"
+            );
+        }
+        other => panic!("both modems are sending: {other:?}"),
+    }
+    // The first send finishes: its modem takes the next message.
+    p.update_modem(modem(&a.modem, &a.iccid));
+    match p.select(
+        &SelectRequest::new("+491703", 1),
+        now + Duration::from_secs(1),
+    ) {
+        Selection::Chosen(c) => assert_eq!(c.modem, a.modem),
+        other => panic!("{other:?}"),
     }
 }
