@@ -8,6 +8,7 @@
 pub mod at;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod modem;
 pub mod pdu;
 pub mod pool;

@@ -391,6 +391,23 @@ pub fn set_status(
     Ok(())
 }
 
+/// Marks a message sent once every part has gone out. Only from `sending`: a status
+/// report may already have made it `delivered`.
+pub fn mark_sent(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE messages SET status = 'sent', updated_at = ?2 WHERE id = ?1 AND status = 'sending'",
+    )?
+    .execute(params![id, now])?;
+    Ok(())
+}
+
+/// Flags a message whose part may have reached the SMSC before a failure or crash.
+pub fn flag_possible_duplicate(conn: &Connection, id: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE messages SET possible_duplicate = 1 WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
 /// Puts a message back in the queue for another try at `next_at` (unsent parts only).
 pub fn schedule_retry(
     conn: &Connection,

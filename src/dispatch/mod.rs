@@ -1,0 +1,827 @@
+//! The dispatcher: one task that decides which message goes out next, on which modem,
+//! and what happens when a send fails. Event-driven — a new message, a modem that
+//! frees up, a changed modem state or a due timer wakes it; nothing polls.
+//!
+//! It owns the in-memory view of the queue (priority, `send_at`, retry times, expiry),
+//! asks the [`Pool`] for a SIM, records each step in the store *before* acting on it
+//! (a message is `sending` before its first `AT+CMGS`; each part's MR is stored as soon
+//! as the SMSC accepts it), and classifies failures: permanent errors fail the message,
+//! temporary and link errors retry — at once on another SIM, then with exponential
+//! backoff — up to a maximum; an expired message is never sent late.
+
+pub mod outbound;
+
+pub use outbound::{FailureKind, OutPart, Outbound, PartSent, SendFailure, SendJob};
+
+use crate::pdu::{self, Address, SubmitOptions, Validity};
+use crate::pool::{ModemId, ModemStatus, Pool, SelectRequest, Selection, UsageSnapshot};
+use crate::store::{self, InFlightPolicy, MessageRecord, MessageStatus, Store, now_ms};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Named priorities; any integer works, higher goes first.
+pub mod priority {
+    pub const OTP: i32 = 300;
+    pub const HIGH: i32 = 200;
+    pub const NORMAL: i32 = 100;
+    pub const BULK: i32 = 0;
+
+    /// `otp`, `high`, `normal`, `bulk`.
+    pub fn parse(name: &str) -> Option<i32> {
+        Some(match name {
+            "otp" => OTP,
+            "high" => HIGH,
+            "normal" => NORMAL,
+            "bulk" => BULK,
+            _ => return None,
+        })
+    }
+
+    pub fn name(p: i32) -> String {
+        match p {
+            OTP => "otp".into(),
+            HIGH => "high".into(),
+            NORMAL => "normal".into(),
+            BULK => "bulk".into(),
+            n => n.to_string(),
+        }
+    }
+}
+
+/// Retry and crash policy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub in_flight: InFlightPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_attempts: 5,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            in_flight: InFlightPolicy::AtLeastOnce,
+        }
+    }
+}
+
+/// A message waiting to go out, as the dispatcher tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub id: i64,
+    pub priority: i32,
+    /// Not before (unix ms): `send_at` or the next retry.
+    pub due: i64,
+    pub expires_at: Option<i64>,
+    pub to: String,
+    pub body: String,
+    pub parts_total: u32,
+    pub pinned_sim: Option<String>,
+    pub status_report: bool,
+    pub flash: bool,
+    pub validity_secs: Option<u32>,
+    pub concat_ref: u16,
+    pub attempts: u32,
+    /// Parts the SMSC already accepted: never sent again.
+    pub sent_seqs: Vec<u32>,
+    /// The SIM those parts went out on: the rest must follow on the same SIM, or the
+    /// handset could not reassemble them (it groups parts by sender).
+    pub sent_sim: Option<String>,
+    /// SIMs that failed this message (tried last).
+    pub avoid: Vec<String>,
+}
+
+impl Queued {
+    pub fn from_record(m: &MessageRecord) -> Queued {
+        let sent: Vec<&store::PartRecord> = m.parts.iter().filter(|p| p.mr.is_some()).collect();
+        Queued {
+            id: m.id,
+            priority: m.priority,
+            due: m
+                .next_attempt_at
+                .into_iter()
+                .chain(m.send_at)
+                .max()
+                .unwrap_or(m.created_at),
+            expires_at: m.expires_at,
+            to: m.to.clone(),
+            body: m.body.clone(),
+            parts_total: m.parts_total,
+            pinned_sim: m.pinned_sim.clone(),
+            status_report: m.status_report,
+            flash: m.flash,
+            validity_secs: m.validity_secs,
+            concat_ref: m.concat_ref,
+            attempts: m.attempts,
+            sent_seqs: sent.iter().map(|p| p.seq).collect(),
+            sent_sim: sent.first().and_then(|p| p.sim.clone()),
+            avoid: Vec::new(),
+        }
+    }
+
+    /// The TPDUs still to send, encoded exactly as when the message was accepted (same
+    /// plan, same concatenation reference), so resent parts match the ones out there.
+    pub fn parts_to_send(&self) -> Result<Vec<OutPart>, pdu::PduError> {
+        let mut opts = SubmitOptions::new(Address::parse(&self.to)?);
+        opts.status_report = self.status_report;
+        opts.flash = self.flash;
+        opts.validity = self
+            .validity_secs
+            .map(|s| Validity::relative_at_least(Duration::from_secs(u64::from(s))));
+        opts.concat_ref = self.concat_ref;
+        let (_, pdus) = pdu::encode_submit(&self.body, &opts)?;
+        Ok(pdus
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| OutPart {
+                seq: i as u32 + 1,
+                pdu_hex: p.hex(),
+                tpdu_len: p.tpdu_len,
+            })
+            .filter(|p| !self.sent_seqs.contains(&p.seq))
+            .collect())
+    }
+}
+
+/// A message changed status (for webhooks, metrics and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub id: i64,
+    pub status: MessageStatus,
+    pub sim: Option<String>,
+    pub modem: Option<String>,
+    pub error: Option<String>,
+}
+
+enum Input {
+    Enqueued(Box<Queued>),
+    Cancelled(i64),
+    ModemAdded(ModemId, Arc<dyn Outbound>),
+    ModemStatus(ModemStatus),
+    ModemRemoved(ModemId),
+    Shutdown,
+}
+
+struct Done {
+    id: i64,
+    modem: ModemId,
+    iccid: String,
+    attempt: i64,
+    sent: Vec<PartSent>,
+    result: Result<(), SendFailure>,
+}
+
+/// Talks to the dispatcher task; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    tx: mpsc::UnboundedSender<Input>,
+    events: broadcast::Sender<StatusChange>,
+}
+
+/// The task; await `join` after `shutdown`.
+pub struct DispatcherTask {
+    pub join: JoinHandle<()>,
+}
+
+impl Dispatcher {
+    /// Reconciles what a crash left behind, loads the queue and starts the task.
+    pub async fn start(
+        store: Store,
+        mut pool: Pool,
+        settings: Settings,
+    ) -> Result<(Dispatcher, DispatcherTask), store::StoreError> {
+        let policy = settings.in_flight;
+        let reconciled = store
+            .write(move |c| store::reconcile(c, policy, now_ms()))
+            .await?;
+        for r in &reconciled {
+            if !r.uncertain_parts.is_empty() {
+                warn!(
+                    message_id = r.id,
+                    parts = ?r.uncertain_parts,
+                    requeued = r.requeued,
+                    "message was being sent when the daemon stopped: possible duplicate"
+                );
+            }
+        }
+        for sim in store.read(store::list_sims).await? {
+            if let Ok(u) = serde_json::from_str::<UsageSnapshot>(&sim.usage) {
+                pool.restore_usage(&sim.iccid, u);
+            }
+        }
+        let pending = store.read(store::pending_messages).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut state = State {
+            store,
+            pool,
+            settings,
+            modems: HashMap::new(),
+            messages: HashMap::new(),
+            ready: BTreeSet::new(),
+            later: BTreeSet::new(),
+            expiries: BTreeSet::new(),
+            wait_until: None,
+            done_tx,
+            events: events.clone(),
+            heartbeat: None,
+        };
+        info!(pending = pending.len(), "dispatcher starting");
+        for m in &pending {
+            state.add(Queued::from_record(m), now_ms());
+        }
+        let join = tokio::spawn(state.run(rx, done_rx));
+        Ok((Dispatcher { tx, events }, DispatcherTask { join }))
+    }
+
+    /// A message was committed: consider it now.
+    pub fn enqueued(&self, q: Queued) {
+        let _ = self.tx.send(Input::Enqueued(Box::new(q)));
+    }
+
+    /// A message was cancelled in the store: forget it.
+    pub fn cancelled(&self, id: i64) {
+        let _ = self.tx.send(Input::Cancelled(id));
+    }
+
+    pub fn modem_added(&self, id: ModemId, outbound: Arc<dyn Outbound>) {
+        let _ = self.tx.send(Input::ModemAdded(id, outbound));
+    }
+
+    pub fn modem_status(&self, status: ModemStatus) {
+        let _ = self.tx.send(Input::ModemStatus(status));
+    }
+
+    pub fn modem_removed(&self, id: ModemId) {
+        let _ = self.tx.send(Input::ModemRemoved(id));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
+        self.events.subscribe()
+    }
+
+    /// Stops taking new work; sends in flight finish on their own.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Input::Shutdown);
+    }
+}
+
+struct ModemSlot {
+    outbound: Arc<dyn Outbound>,
+    status: Option<ModemStatus>,
+    in_flight: u32,
+}
+
+/// Ready messages order: priority (highest first), then due time, then id.
+type ReadyKey = (std::cmp::Reverse<i32>, i64, i64);
+
+struct State {
+    store: Store,
+    pool: Pool,
+    settings: Settings,
+    modems: HashMap<ModemId, ModemSlot>,
+    messages: HashMap<i64, Queued>,
+    ready: BTreeSet<ReadyKey>,
+    later: BTreeSet<(i64, i64)>,
+    expiries: BTreeSet<(i64, i64)>,
+    /// The pool said a SIM frees up then (quota, min interval).
+    wait_until: Option<SystemTime>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    events: broadcast::Sender<StatusChange>,
+    /// Called on every loop turn (the systemd watchdog keep-alive comes from here).
+    heartbeat: Option<Box<dyn Fn() + Send>>,
+}
+
+/// How many ready messages one pass looks at when the first ones cannot go out
+/// (pinned to a busy SIM, say): bounds the work per wake-up on a huge queue.
+const SCAN_LIMIT: usize = 256;
+
+impl State {
+    fn add(&mut self, q: Queued, now: i64) {
+        let (id, due, prio) = (q.id, q.due, q.priority);
+        if let Some(e) = q.expires_at {
+            self.expiries.insert((e, id));
+        }
+        self.messages.insert(id, q);
+        if due <= now {
+            self.ready.insert((std::cmp::Reverse(prio), due, id));
+        } else {
+            self.later.insert((due, id));
+        }
+    }
+
+    fn forget(&mut self, id: i64) -> Option<Queued> {
+        let q = self.messages.remove(&id)?;
+        self.ready
+            .remove(&(std::cmp::Reverse(q.priority), q.due, id));
+        self.later.remove(&(q.due, id));
+        if let Some(e) = q.expires_at {
+            self.expiries.remove(&(e, id));
+        }
+        Some(q)
+    }
+
+    fn notify(
+        &self,
+        id: i64,
+        status: MessageStatus,
+        sim: Option<&str>,
+        modem: Option<&str>,
+        error: Option<&str>,
+    ) {
+        let _ = self.events.send(StatusChange {
+            id,
+            status,
+            sim: sim.map(str::to_owned),
+            modem: modem.map(str::to_owned),
+            error: error.map(str::to_owned),
+        });
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Input>,
+        mut done_rx: mpsc::UnboundedReceiver<Done>,
+    ) {
+        let mut accepting = true;
+        loop {
+            if let Some(h) = &self.heartbeat {
+                h();
+            }
+            let now = now_ms();
+            self.promote(now);
+            self.expire(now).await;
+            if accepting {
+                self.assign().await;
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                input = rx.recv(), if accepting => match input {
+                    Some(Input::Shutdown) | None => accepting = false,
+                    Some(i) => self.on_input(i),
+                },
+                Some(done) = done_rx.recv() => self.on_done(done).await,
+                _ = sleep_until_ms(wake), if wake.is_some() => {}
+                else => break,
+            }
+            if !accepting && self.modems.values().all(|m| m.in_flight == 0) {
+                break;
+            }
+        }
+        debug!("dispatcher stopped");
+    }
+
+    fn next_wake(&self) -> Option<i64> {
+        [
+            self.later.first().map(|x| x.0),
+            self.expiries.first().map(|x| x.0),
+            self.wait_until.map(store::to_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn promote(&mut self, now: i64) {
+        while let Some(&(due, id)) = self.later.first() {
+            if due > now {
+                break;
+            }
+            self.later.remove(&(due, id));
+            if let Some(q) = self.messages.get(&id) {
+                self.ready.insert((std::cmp::Reverse(q.priority), due, id));
+            }
+        }
+    }
+
+    /// Expires queued messages whose deadline passed (one being sent finishes first).
+    async fn expire(&mut self, now: i64) {
+        let due: Vec<(i64, i64)> = self
+            .expiries
+            .iter()
+            .take_while(|(e, _)| *e <= now)
+            .copied()
+            .collect();
+        for (e, id) in due {
+            let queued =
+                self.ready.iter().any(|k| k.2 == id) || self.later.iter().any(|k| k.1 == id);
+            if !queued {
+                // Being sent: leave it; `on_done` decides.
+                self.expiries.remove(&(e, id));
+                continue;
+            }
+            self.forget(id);
+            let r = self
+                .store
+                .write(move |c| {
+                    store::set_status(
+                        c,
+                        id,
+                        MessageStatus::Expired,
+                        Some("expired"),
+                        Some("not sent before it expired"),
+                        now,
+                    )
+                })
+                .await;
+            match r {
+                Ok(()) => {
+                    info!(message_id = id, "expired before it could be sent");
+                    self.notify(id, MessageStatus::Expired, None, None, Some("expired"));
+                }
+                Err(e) => warn!(message_id = id, error = %e, "could not mark expired"),
+            }
+        }
+    }
+
+    fn idle_modems(&self) -> usize {
+        self.modems
+            .values()
+            .filter(|m| m.status.is_some() && m.in_flight == 0)
+            .count()
+    }
+
+    async fn assign(&mut self) {
+        self.wait_until = None;
+        let mut idle = self.idle_modems();
+        if idle == 0 || self.ready.is_empty() {
+            return;
+        }
+        let keys: Vec<ReadyKey> = self.ready.iter().take(SCAN_LIMIT).copied().collect();
+        for key in keys {
+            if idle == 0 {
+                break;
+            }
+            let Some(q) = self.messages.get(&key.2) else {
+                self.ready.remove(&key);
+                continue;
+            };
+            let remaining = q
+                .parts_total
+                .saturating_sub(q.sent_seqs.len() as u32)
+                .max(1);
+            let pinned = q.sent_sim.as_deref().or(q.pinned_sim.as_deref());
+            let req = SelectRequest {
+                to: &q.to,
+                parts: remaining,
+                pinned_sim: pinned,
+                avoid: &q.avoid,
+            };
+            match self.pool.select(&req, SystemTime::now()) {
+                Selection::Chosen(c) => {
+                    self.ready.remove(&key);
+                    idle -= 1;
+                    self.start_send(key.2, c.modem, c.iccid, remaining).await;
+                }
+                Selection::WaitUntil(t) => {
+                    self.wait_until = Some(self.wait_until.map_or(t, |w| w.min(t)));
+                }
+                Selection::Unavailable(why) => {
+                    debug!(message_id = key.2, reason = %why, "no SIM for now");
+                }
+            }
+        }
+    }
+
+    async fn start_send(&mut self, id: i64, modem: ModemId, iccid: String, parts: u32) {
+        let now = now_ms();
+        let Some(q) = self.messages.get(&id).cloned() else {
+            return;
+        };
+        let (sim, mdm) = (iccid.clone(), modem.clone());
+        let begin = self
+            .store
+            .write(move |c| store::begin_attempt(c, id, &sim, &mdm, now))
+            .await;
+        let attempt = match begin {
+            Ok(a) => a,
+            Err(e) => {
+                // Cancelled (or otherwise changed) between enqueue and now.
+                debug!(message_id = id, error = %e, "not sending");
+                self.pool.refund(&iccid, parts, SystemTime::now());
+                self.forget(id);
+                return;
+            }
+        };
+        self.persist_usage(&iccid).await;
+        let parts_out = match q.parts_to_send() {
+            Ok(p) => p,
+            Err(e) => {
+                // Cannot happen for a message the API accepted; fail it loudly.
+                self.fail(id, &iccid, &modem, attempt, "encode", &e.to_string())
+                    .await;
+                return;
+            }
+        };
+        let Some(slot) = self.modems.get_mut(&modem) else {
+            return;
+        };
+        slot.in_flight += 1;
+        let outbound = slot.outbound.clone();
+        self.push_status(&modem);
+        self.notify(id, MessageStatus::Sending, Some(&iccid), Some(&modem), None);
+        debug!(message_id = id, modem = %modem, iccid = %iccid, parts = parts_out.len(), "sending");
+        let store = self.store.clone();
+        let done_tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let (ptx, mut prx) = mpsc::unbounded_channel();
+            let job = SendJob {
+                message_id: id,
+                parts: parts_out,
+                progress: ptx,
+            };
+            let send = tokio::spawn(async move { outbound.send(job).await });
+            let mut sent = Vec::new();
+            while let Some(p) = prx.recv().await {
+                let (sim, mdm) = (iccid.clone(), modem.clone());
+                let r = store
+                    .write(move |c| store::part_sent(c, id, p.seq, p.mr, &sim, &mdm, now_ms()))
+                    .await;
+                if let Err(e) = r {
+                    warn!(message_id = id, seq = p.seq, error = %e, "could not record a sent part");
+                }
+                sent.push(p);
+            }
+            let result = send.await.unwrap_or_else(|e| {
+                Err(SendFailure {
+                    kind: FailureKind::Link,
+                    code: "panic".into(),
+                    message: format!("send task failed: {e}"),
+                })
+            });
+            let _ = done_tx.send(Done {
+                id,
+                modem,
+                iccid,
+                attempt,
+                sent,
+                result,
+            });
+        });
+    }
+
+    async fn persist_usage(&mut self, iccid: &str) {
+        let usage = self.pool.usage(iccid);
+        if let Ok(json) = serde_json::to_string(&usage) {
+            let sim = iccid.to_owned();
+            if let Err(e) = self
+                .store
+                .write(move |c| store::save_sim_usage(c, &sim, &json))
+                .await
+            {
+                warn!(iccid, error = %e, "could not persist quota usage");
+            }
+        }
+    }
+
+    fn push_status(&mut self, modem: &str) {
+        if let Some(slot) = self.modems.get(modem)
+            && let Some(s) = &slot.status
+        {
+            let mut s = s.clone();
+            s.in_flight = slot.in_flight;
+            self.pool.update_modem(s);
+        }
+    }
+
+    async fn fail(
+        &mut self,
+        id: i64,
+        iccid: &str,
+        modem: &str,
+        attempt: i64,
+        code: &str,
+        message: &str,
+    ) {
+        self.forget(id);
+        let (code_s, msg_s) = (code.to_owned(), message.to_owned());
+        let r = self
+            .store
+            .write(move |c| {
+                let now = now_ms();
+                store::finish_attempt(c, attempt, "permanent", Some(&code_s), Some(&msg_s), now)?;
+                store::set_status(
+                    c,
+                    id,
+                    MessageStatus::Failed,
+                    Some(&code_s),
+                    Some(&msg_s),
+                    now,
+                )
+            })
+            .await;
+        if let Err(e) = r {
+            warn!(message_id = id, error = %e, "could not mark failed");
+        }
+        info!(message_id = id, code, "failed: {message}");
+        self.notify(
+            id,
+            MessageStatus::Failed,
+            Some(iccid),
+            Some(modem),
+            Some(message),
+        );
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let exp = attempts.saturating_sub(1).min(20);
+        self.settings
+            .retry_base
+            .saturating_mul(1u32 << exp)
+            .min(self.settings.retry_max)
+    }
+
+    async fn on_done(&mut self, d: Done) {
+        if let Some(slot) = self.modems.get_mut(&d.modem) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
+        self.push_status(&d.modem);
+        let Some(mut q) = self.messages.get(&d.id).cloned() else {
+            return;
+        };
+        q.attempts += 1;
+        for p in &d.sent {
+            if !q.sent_seqs.contains(&p.seq) {
+                q.sent_seqs.push(p.seq);
+            }
+        }
+        if !d.sent.is_empty() {
+            q.sent_sim = Some(d.iccid.clone());
+        }
+        let now = now_ms();
+        match d.result {
+            Ok(()) if q.sent_seqs.len() as u32 >= q.parts_total => {
+                self.forget(d.id);
+                let (id, attempt) = (d.id, d.attempt);
+                let r = self
+                    .store
+                    .write(move |c| {
+                        store::finish_attempt(c, attempt, "sent", None, None, now)?;
+                        store::mark_sent(c, id, now)
+                    })
+                    .await;
+                if let Err(e) = r {
+                    warn!(message_id = d.id, error = %e, "could not mark sent");
+                }
+                info!(message_id = d.id, modem = %d.modem, "sent");
+                self.notify(
+                    d.id,
+                    MessageStatus::Sent,
+                    Some(&d.iccid),
+                    Some(&d.modem),
+                    None,
+                );
+            }
+            Ok(()) => {
+                // The modem said done but parts are missing: treat as a link failure.
+                let f = SendFailure {
+                    kind: FailureKind::Link,
+                    code: "incomplete".into(),
+                    message: "the modem finished without sending every part".into(),
+                };
+                self.after_failure(q, &d.modem, &d.iccid, d.attempt, f, now)
+                    .await;
+            }
+            Err(f) => {
+                self.after_failure(q, &d.modem, &d.iccid, d.attempt, f, now)
+                    .await
+            }
+        }
+    }
+
+    async fn after_failure(
+        &mut self,
+        mut q: Queued,
+        modem: &str,
+        iccid: &str,
+        attempt: i64,
+        f: SendFailure,
+        now: i64,
+    ) {
+        let id = q.id;
+        warn!(message_id = id, modem, code = %f.code, kind = ?f.kind, "send failed: {}", f.message);
+        let expired = q.expires_at.is_some_and(|e| e <= now);
+        let permanent = f.kind == FailureKind::Permanent;
+        let possibly_sent = f.kind == FailureKind::PossiblySent;
+        if permanent
+            || q.attempts >= self.settings.max_attempts
+            || expired
+            || (possibly_sent && self.settings.in_flight == InFlightPolicy::AtMostOnce)
+        {
+            let status = if expired && !permanent {
+                MessageStatus::Expired
+            } else {
+                MessageStatus::Failed
+            };
+            self.forget(id);
+            let (code, msg) = (f.code.clone(), f.message.clone());
+            let r = self
+                .store
+                .write(move |c| {
+                    let outcome = if permanent { "permanent" } else { "temporary" };
+                    store::finish_attempt(c, attempt, outcome, Some(&code), Some(&msg), now)?;
+                    store::set_status(c, id, status, Some(&code), Some(&msg), now)
+                })
+                .await;
+            if let Err(e) = r {
+                warn!(message_id = id, error = %e, "could not record the failure");
+            }
+            self.notify(id, status, Some(iccid), Some(modem), Some(&f.message));
+            return;
+        }
+        if !q.avoid.iter().any(|a| a == iccid) {
+            q.avoid.push(iccid.to_owned());
+        }
+        // Fail over at once while other SIMs remain untried; back off after that.
+        let untried = self
+            .modems
+            .values()
+            .filter_map(|m| m.status.as_ref()?.iccid.as_deref())
+            .any(|i| !q.avoid.iter().any(|a| a == i));
+        let delay = if untried && q.sent_sim.is_none() {
+            Duration::ZERO
+        } else {
+            self.backoff(q.attempts)
+        };
+        let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+        let (code, msg) = (f.code.clone(), f.message.clone());
+        let r = self
+            .store
+            .write(move |c| {
+                store::finish_attempt(c, attempt, "temporary", Some(&code), Some(&msg), now)?;
+                if possibly_sent {
+                    store::flag_possible_duplicate(c, id)?;
+                }
+                store::schedule_retry(c, id, next, Some(&code), Some(&msg), now)
+            })
+            .await;
+        if let Err(e) = r {
+            warn!(message_id = id, error = %e, "could not schedule the retry");
+        }
+        if possibly_sent {
+            warn!(
+                message_id = id,
+                "resending a part that may have gone out: possible duplicate"
+            );
+        }
+        self.forget(id);
+        q.due = next;
+        self.add(q, now);
+        self.notify(
+            id,
+            MessageStatus::Queued,
+            Some(iccid),
+            Some(modem),
+            Some(&f.message),
+        );
+    }
+
+    fn on_input(&mut self, input: Input) {
+        let now = now_ms();
+        match input {
+            Input::Enqueued(q) => self.add(*q, now),
+            Input::Cancelled(id) => {
+                self.forget(id);
+            }
+            Input::ModemAdded(id, outbound) => {
+                self.modems.insert(
+                    id,
+                    ModemSlot {
+                        outbound,
+                        status: None,
+                        in_flight: 0,
+                    },
+                );
+            }
+            Input::ModemStatus(s) => {
+                let id = s.modem.clone();
+                if let Some(slot) = self.modems.get_mut(&id) {
+                    slot.status = Some(s);
+                    self.push_status(&id);
+                }
+            }
+            Input::ModemRemoved(id) => {
+                self.modems.remove(&id);
+                self.pool.remove_modem(&id);
+            }
+            Input::Shutdown => {}
+        }
+    }
+}
+
+async fn sleep_until_ms(at: Option<i64>) {
+    let now = now_ms();
+    let wait = at.map_or(0, |t| t.saturating_sub(now).max(0));
+    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! What the dispatcher needs from a modem: send these parts, report each part's message
+//! reference as it is accepted, and classify a failure. The modem driver implements it
+//! (see `serve`); tests implement it with fakes.
+
+use std::future::Future;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One TPDU ready for `AT+CMGS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutPart {
+    /// 1-based part number within the message.
+    pub seq: u32,
+    /// SMSC field + TPDU, hex.
+    pub pdu_hex: String,
+    /// Octets `AT+CMGS=<n>` wants.
+    pub tpdu_len: usize,
+}
+
+/// A part the SMSC accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSent {
+    pub seq: u32,
+    pub mr: u8,
+}
+
+/// The parts of one message to send in order, keeping the link up between them.
+#[derive(Debug)]
+pub struct SendJob {
+    pub message_id: i64,
+    pub parts: Vec<OutPart>,
+    /// Each accepted part, as soon as it is accepted (so its MR is stored even if a
+    /// later part fails or the daemon dies).
+    pub progress: mpsc::UnboundedSender<PartSent>,
+}
+
+/// How a send failed, which decides what happens to the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The network or SIM refuses this message (bad number, barred): fail it.
+    Permanent,
+    /// Congestion, no network for now: retry, preferably elsewhere.
+    Temporary,
+    /// The modem or its link broke before the PDU went out: retry elsewhere at once.
+    Link,
+    /// The SIM cannot send (no SMSC, locked): retry elsewhere.
+    Sim,
+    /// The link broke after the PDU went out: it may have been sent.
+    PossiblySent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub kind: FailureKind,
+    /// A short code for the API (`cms:42`, `timeout`, …).
+    pub code: String,
+    pub message: String,
+}
+
+/// A modem as the dispatcher sees it.
+pub trait Outbound: Send + Sync + 'static {
+    fn send(&self, job: SendJob) -> BoxFuture<'_, Result<(), SendFailure>>;
+}
