@@ -594,3 +594,51 @@ async fn garbage_busy_sim_and_full_storage() {
     }
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_polled_and_ussd_answers() {
+    let b = Bench::start(2, ProfileName::Mixed, |_| {}).await;
+    let mut cfg = config();
+    cfg.health_interval = Duration::from_millis(200);
+    let h = ModemHandle::spawn(opener(&b.link(0)), cfg, None);
+    ready(&h).await;
+    b.bank()
+        .set_fault(0, Fault::Signal { rssi: 7, ber: 2 })
+        .unwrap();
+    b.bank()
+        .set_fault(
+            0,
+            Fault::Registration {
+                state: hw_sim::RegState::Searching,
+            },
+        )
+        .unwrap();
+    let s = wait_state(&h, Duration::from_secs(3), |s| {
+        matches!(s, ModemState::Degraded(_))
+    })
+    .await;
+    assert!(
+        format!("{s:?}").contains("not registered (searching)"),
+        "{s:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while h.report().signal.map(|s| s.bars) != Some(1) {
+        assert!(Instant::now() < deadline, "{:?}", h.report().signal);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.report().signal.and_then(|s| s.rssi_dbm), Some(-99));
+    b.bank()
+        .set_fault(
+            0,
+            Fault::Registration {
+                state: hw_sim::RegState::Roaming,
+            },
+        )
+        .unwrap();
+    wait_state(&h, Duration::from_secs(3), |s| *s == ModemState::Ready).await;
+    let r = h.ussd("*100#").await.unwrap();
+    assert_eq!(r.status, 0);
+    assert!(r.text.unwrap().contains("balance"));
+    h.shutdown().await;
+    b.stop().await;
+}
