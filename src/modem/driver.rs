@@ -401,6 +401,9 @@ impl Modem {
     /// Brings the modem from "port open" to "ready to send and receive". Fails with
     /// [`ModemError::Sim`] (state `SimLocked`) when the SIM cannot be unlocked.
     pub async fn bring_up(&mut self) -> Result<(), ModemError> {
+        // Cleared first: a bring-up that fails is retried by recovery or reopen, never
+        // by spinning on the flag.
+        self.needs_bring_up = false;
         self.sync().await?;
         self.query(self.short(Command::new("ATE0"))).await?;
         self.query(self.short(Command::new("AT+CMEE=1"))).await?;
@@ -426,7 +429,6 @@ impl Modem {
         self.negotiate_cnmi().await?;
         self.query(self.short(Command::new("AT+CREG=2"))).await?;
         self.query(self.short(Command::new("AT+CEREG=2"))).await?;
-        self.needs_bring_up = false;
         self.refresh().await?;
         if self.cfg.sweep {
             self.sweep().await?;
