@@ -5,9 +5,11 @@
 //! no IO and take time as an argument; the shells around them (serial, SQLite, HTTP)
 //! stay thin.
 
+pub mod api;
 pub mod at;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dispatch;
 pub mod modem;
 pub mod pdu;

@@ -5,6 +5,7 @@
 mod modem;
 mod pdu;
 mod probe;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,6 +27,10 @@ enum Command {
     /// Talk to one modem through the driver alone.
     #[command(subcommand)]
     Modem(modem::ModemCommand),
+    /// Run the gateway daemon (`--sim N` runs it on N simulated modems).
+    Serve(serve::ServeArgs),
+    /// Validate a configuration file and say what is wrong, with file, line and key.
+    CheckConfig(serve::CheckConfigArgs),
 }
 
 /// Runs the command line and maps failures to one stderr line and exit code 1.
@@ -35,6 +40,8 @@ pub fn main() -> ExitCode {
         Command::Pdu(cmd) => pdu::run(cmd),
         Command::Probe(args) => probe::run(args),
         Command::Modem(cmd) => modem::run(cmd),
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig(args) => serve::check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -199,6 +199,17 @@ impl SendRequest {
     }
 }
 
+/// One TPDU encoded by the caller, for [`Modem::send_pdus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PduPart {
+    /// The part's number within its message (reported back with its MR).
+    pub seq: u32,
+    /// SMSC field + TPDU, hex.
+    pub hex: String,
+    /// TPDU octets, as `AT+CMGS=<n>` wants.
+    pub tpdu_len: usize,
+}
+
 /// What a send produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SendReport {
@@ -815,6 +826,42 @@ impl Modem {
         }
         Ok(SendReport {
             encoding: encoding.into(),
+            mrs,
+        })
+    }
+
+    /// Sends PDUs encoded by the caller (the daemon encodes once, so a resumed message
+    /// reuses its concatenation reference and skips parts already accepted), reporting
+    /// each part's MR through `progress` the moment the SMSC accepts it.
+    pub async fn send_pdus(
+        &mut self,
+        parts: &[PduPart],
+        progress: &tokio::sync::mpsc::UnboundedSender<(u32, u8)>,
+    ) -> Result<SendReport, ModemError> {
+        let total = parts.len();
+        if total > 1 {
+            self.query(self.short(Command::new("AT+CMMS=2"))).await?;
+        }
+        let mut mrs = Vec::with_capacity(total);
+        for part in parts {
+            let cmd = Command::cmgs(part.tpdu_len, part.hex.clone()).timeout(self.cfg.send_timeout);
+            match self.send_part(cmd).await {
+                Ok(mr) => {
+                    let _ = progress.send((part.seq, mr));
+                    mrs.push(mr);
+                }
+                Err(e) if mrs.is_empty() => return Err(e),
+                Err(e) => {
+                    return Err(ModemError::PartialSend {
+                        mrs,
+                        total,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        Ok(SendReport {
+            encoding: String::new(),
             mrs,
         })
     }

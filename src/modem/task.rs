@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::conn::Reply;
-use super::driver::{Modem, ModemConfig, ModemState, SendReport, SendRequest, UssdReply};
+use super::driver::{Modem, ModemConfig, ModemState, PduPart, SendReport, SendRequest, UssdReply};
 use super::error::ModemError;
 use super::info::Report;
 use super::link::Opener;
@@ -19,6 +19,11 @@ use crate::at::Command;
 
 enum Request {
     Send(SendRequest, oneshot::Sender<Result<SendReport, ModemError>>),
+    SendPdus(
+        Vec<PduPart>,
+        mpsc::UnboundedSender<(u32, u8)>,
+        oneshot::Sender<Result<SendReport, ModemError>>,
+    ),
     Ussd(String, oneshot::Sender<Result<UssdReply, ModemError>>),
     Refresh(oneshot::Sender<Result<Report, ModemError>>),
     Command(Command, oneshot::Sender<Result<Reply, ModemError>>),
@@ -71,6 +76,11 @@ impl ModemHandle {
         self.state.clone()
     }
 
+    /// Follows report changes (health polls update signal, registration, storage).
+    pub fn watch_report(&self) -> watch::Receiver<Report> {
+        self.report.clone()
+    }
+
     /// The latest report (identity, signal, registration...).
     pub fn report(&self) -> Report {
         self.report.borrow().clone()
@@ -91,6 +101,16 @@ impl ModemHandle {
     /// Sends a text; the MR of each part on success.
     pub async fn send(&self, req: SendRequest) -> Result<SendReport, ModemError> {
         self.ask(|tx| Request::Send(req, tx)).await
+    }
+
+    /// Sends caller-encoded PDUs; each accepted part's `(seq, mr)` goes to `progress` at
+    /// once.
+    pub async fn send_pdus(
+        &self,
+        parts: Vec<PduPart>,
+        progress: mpsc::UnboundedSender<(u32, u8)>,
+    ) -> Result<SendReport, ModemError> {
+        self.ask(|tx| Request::SendPdus(parts, progress, tx)).await
     }
 
     /// A USSD request (`*100#`), answered by the network.
@@ -213,7 +233,7 @@ async fn run(mut m: Modem, mut rx: mpsc::Receiver<Request>) {
 
 fn refuse(req: Request, why: ModemError) {
     match req {
-        Request::Send(_, tx) => drop(tx.send(Err(why))),
+        Request::Send(_, tx) | Request::SendPdus(_, _, tx) => drop(tx.send(Err(why))),
         Request::Ussd(_, tx) => drop(tx.send(Err(why))),
         Request::Refresh(tx) => drop(tx.send(Err(why))),
         Request::Command(_, tx) => drop(tx.send(Err(why))),
@@ -239,6 +259,11 @@ async fn serve(m: &mut Modem, req: Request) -> Result<(), ModemError> {
     match req {
         Request::Send(r, tx) => {
             let (res, link) = split(m.send(&r).await);
+            let _ = tx.send(res);
+            link
+        }
+        Request::SendPdus(parts, progress, tx) => {
+            let (res, link) = split(m.send_pdus(&parts, &progress).await);
             let _ = tx.send(res);
             link
         }

@@ -1,0 +1,111 @@
+//! `gsmgw serve` and `gsmgw check-config`.
+
+use crate::config::{Config, DEFAULT_PATH};
+use crate::daemon::{ServeOptions, serve};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file (default /etc/gsmgw/gsmgw.toml; optional with --sim).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address for the HTTP API (overrides http.listen).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// SQLite database (overrides store.path; with --sim the default is ./gsmgw-sim.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// A modem port, glob or tcp://host:port (repeatable; overrides modems.ports).
+    #[arg(long = "port")]
+    ports: Vec<String>,
+    /// Start an in-process hw-sim bank of N simulated modems on PTYs and use them.
+    #[arg(long)]
+    sim: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckConfigArgs {
+    /// Configuration file (default /etc/gsmgw/gsmgw.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn load(path: Option<&Path>, optional: bool) -> Result<Config, Box<dyn std::error::Error>> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None if optional && !Path::new(DEFAULT_PATH).exists() => Ok(Config::default()),
+        None => Ok(Config::load(Path::new(DEFAULT_PATH))?),
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = load(args.config.as_deref(), args.sim.is_some())?;
+    init_logging(&config.log.level);
+    let mut tokens: Vec<String> = config.http.token.iter().cloned().collect();
+    if let Ok(t) = std::env::var("GSMGW_API_TOKEN")
+        && !t.trim().is_empty()
+    {
+        tokens.push(t.trim().to_owned());
+    }
+    if tokens.is_empty() {
+        if args.sim.is_none() {
+            return Err("no API token: set GSMGW_API_TOKEN or http.token in the config".into());
+        }
+        let t = random_token()?;
+        println!("no API token configured; this run accepts: {t}");
+        tokens.push(t);
+    }
+    let db = args
+        .db
+        .or_else(|| args.sim.map(|_| PathBuf::from("gsmgw-sim.db")));
+    let opts = ServeOptions {
+        config,
+        listen: args.listen,
+        db,
+        ports: args.ports,
+        sim: args.sim,
+        tokens,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(opts))
+}
+
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(crate::pdu::hex::encode(&b).to_lowercase())
+}
+
+pub fn check(args: CheckConfigArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    let c = Config::load(&path)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "config": path.display().to_string(),
+            "ok": true,
+            "listen": c.http.listen.to_string(),
+            "store": c.store.path.display().to_string(),
+            "ports": c.modems.ports,
+        })
+    );
+    Ok(())
+}

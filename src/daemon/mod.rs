@@ -1,0 +1,304 @@
+//! `gsmgw serve`: assembles the daemon — store, dispatcher, pool, one task per modem,
+//! the HTTP API — and, with `--sim N`, an in-process hw-sim bank on real PTYs in front
+//! of the real daemon. It owns start-up order and graceful shutdown.
+
+pub mod bridge;
+
+use crate::api::{self, ApiSettings, AppState, ModemsView};
+use crate::config::Config;
+use crate::dispatch::{Dispatcher, Settings};
+use crate::modem::{
+    Endpoint, EndpointOpener, ModemConfig, ModemHandle, RejectedPins, SerialSettings,
+};
+use crate::pool::Pool;
+use crate::store::{self, Store, now_ms};
+use bridge::{ModemOutbound, StoreSink, watch_modem};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// What `serve` was asked for on the command line (overrides the config file).
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub config: Config,
+    pub listen: Option<SocketAddr>,
+    pub db: Option<PathBuf>,
+    pub ports: Vec<String>,
+    /// Start an in-process hw-sim bank of this many modems and use only those.
+    pub sim: Option<usize>,
+    /// Bearer tokens (from `GSMGW_API_TOKEN` and the config).
+    pub tokens: Vec<String>,
+}
+
+/// The modems the daemon runs, for the API.
+#[derive(Default)]
+pub struct ModemRegistry {
+    modems: Mutex<Vec<(String, Arc<ModemHandle>)>>,
+}
+
+impl ModemsView for ModemRegistry {
+    fn modems(&self) -> Vec<serde_json::Value> {
+        let list = self.modems.lock().map(|m| m.clone()).unwrap_or_default();
+        list.iter()
+            .map(|(name, h)| {
+                let r = h.report();
+                serde_json::json!({
+                    "id": name,
+                    "state": h.state(),
+                    "manufacturer": r.manufacturer,
+                    "model": r.model,
+                    "imei": r.imei,
+                    "iccid": r.iccid,
+                    "imsi": r.imsi,
+                    "operator": r.operator,
+                    "signal": r.signal,
+                    "registration": r.registration.map(|g| format!("{g:?}").to_lowercase()),
+                    "storage": r.storage,
+                })
+            })
+            .collect()
+    }
+
+    fn ready_count(&self) -> usize {
+        self.modems
+            .lock()
+            .map(|m| m.iter().filter(|(_, h)| h.state().is_usable()).count())
+            .unwrap_or(0)
+    }
+}
+
+/// Expands globs and keeps `tcp://` and plain paths as they are.
+fn expand_ports(patterns: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in patterns {
+        if p.starts_with("tcp://") || !p.contains(['*', '?', '[']) {
+            out.push(p.clone());
+            continue;
+        }
+        match glob::glob(p) {
+            Ok(paths) => out.extend(paths.flatten().map(|p| p.display().to_string())),
+            Err(e) => warn!(pattern = %p, error = %e, "bad port pattern"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Where a running daemon can be reached (for tests and `--sim` users).
+#[derive(Clone)]
+pub struct Running {
+    pub api: SocketAddr,
+    /// hw-sim's control API, with `--sim`.
+    pub sim_control: Option<SocketAddr>,
+    pub store: Store,
+    pub dispatcher: Dispatcher,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub async fn serve(opts: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
+    serve_until(opts, shutdown_signal(), |_| {}).await
+}
+
+/// Runs the daemon until `shutdown` resolves; `on_ready` is told where it listens once
+/// the store and the API are up.
+pub async fn serve_until(
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(Running),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = &opts.config;
+    let db = opts.db.clone().unwrap_or_else(|| cfg.store.path.clone());
+    let store = Store::open(&db)?;
+    info!(path = %db.display(), "store open");
+
+    // The simulated bank comes first: its PTYs are the ports.
+    let mut _sim_dir = None;
+    let mut bank = None;
+    let mut ports = if opts.ports.is_empty() {
+        cfg.modems.ports.clone()
+    } else {
+        opts.ports.clone()
+    };
+    if let Some(n) = opts.sim {
+        let dir = tempfile::tempdir()?;
+        let handle = hw_sim::Bank::start(hw_sim::BankConfig {
+            modems: n,
+            link_dir: dir.path().to_path_buf(),
+            profile: hw_sim::ProfileName::Generic,
+            latency: (200, 200),
+            seed: 1,
+            scenario: None,
+            tcp_base: None,
+            control: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        })
+        .await?;
+        if let Some(addr) = handle.control_addr() {
+            println!("hw-sim control API: http://{addr}  (GET /messages shows what left the bank)");
+        }
+        for m in handle.modems() {
+            println!("hw-sim modem{} {} {}", m.index, m.path.display(), m.msisdn);
+        }
+        ports = handle
+            .modems()
+            .iter()
+            .map(|m| m.path.display().to_string())
+            .collect();
+        bank = Some(handle);
+        _sim_dir = Some(dir);
+    }
+
+    let pool = Pool::new(cfg.pool.clone())?;
+    let settings = Settings {
+        max_attempts: cfg.dispatch.max_attempts,
+        retry_base: Duration::from_millis(cfg.dispatch.retry_base_ms),
+        retry_max: Duration::from_millis(cfg.dispatch.retry_max_ms),
+        in_flight: cfg.store.in_flight,
+    };
+    let (dispatcher, dispatch_task) = Dispatcher::start(store.clone(), pool, settings).await?;
+
+    let registry = Arc::new(ModemRegistry::default());
+    let sink = Arc::new(StoreSink {
+        store: store.clone(),
+        report_window_ms: i64::try_from(cfg.dispatch.report_window_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+    });
+    let rejected = RejectedPins::default();
+    let mut handles: HashMap<String, Arc<ModemHandle>> = HashMap::new();
+    let mut watchers = Vec::new();
+    for port in expand_ports(&ports) {
+        let endpoint = match port.parse::<Endpoint>() {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(port = %port, error = %e, "skipping port");
+                continue;
+            }
+        };
+        let opener = Arc::new(EndpointOpener {
+            endpoint,
+            settings: SerialSettings {
+                exclusive: cfg.modems.exclusive,
+                ..SerialSettings::default()
+            },
+        });
+        let mcfg = ModemConfig {
+            name: Some(port.clone()),
+            command_timeout: Duration::from_millis(cfg.modems.command_timeout_ms),
+            send_timeout: Duration::from_millis(cfg.modems.send_timeout_ms),
+            pins: cfg.modems.pins.clone().into_iter().collect(),
+            rejected_pins: rejected.clone(),
+            health_interval: Duration::from_secs(cfg.modems.health_interval_secs),
+            ..ModemConfig::default()
+        };
+        let h = Arc::new(ModemHandle::spawn(opener, mcfg, Some(sink.clone())));
+        dispatcher.modem_added(port.clone(), Arc::new(ModemOutbound(h.clone())));
+        watchers.push(tokio::spawn(watch_modem(
+            port.clone(),
+            h.clone(),
+            dispatcher.clone(),
+            store.clone(),
+        )));
+        if let Ok(mut m) = registry.modems.lock() {
+            m.push((port.clone(), h.clone()));
+        }
+        handles.insert(port, h);
+    }
+    if handles.is_empty() {
+        warn!("no modem ports found; messages will queue until modems appear");
+    }
+
+    // Incomplete inbound multipart messages are delivered after the timeout.
+    let reassembly = {
+        let store = store.clone();
+        let timeout_ms =
+            i64::try_from(cfg.dispatch.reassembly_timeout_secs * 1000).unwrap_or(i64::MAX);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let now = now_ms();
+                match store
+                    .write(move |c| store::expire_reassembly(c, now - timeout_ms, now))
+                    .await
+                {
+                    Ok(ids) if !ids.is_empty() => {
+                        info!(?ids, "incomplete inbound messages delivered")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "reassembly sweep failed"),
+                }
+            }
+        })
+    };
+
+    let state = AppState {
+        store: store.clone(),
+        dispatcher: dispatcher.clone(),
+        settings: Arc::new(ApiSettings {
+            tokens: opts.tokens.clone(),
+            max_parts: cfg.dispatch.max_parts,
+            ..ApiSettings::default()
+        }),
+        modems: registry.clone(),
+    };
+    let listen = opts.listen.unwrap_or(cfg.http.listen);
+    if !listen.ip().is_loopback() {
+        warn!(
+            %listen,
+            "the API listens beyond loopback: put TLS in front of it (a reverse proxy) and keep tokens secret"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let local = listener.local_addr()?;
+    println!("gsmgw API: http://{local}");
+    info!(%local, modems = handles.len(), "gsmgw ready");
+    on_ready(Running {
+        api: local,
+        sim_control: bank.as_ref().and_then(|b| b.control_addr()),
+        store: store.clone(),
+        dispatcher: dispatcher.clone(),
+    });
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+
+    info!("shutting down");
+    dispatcher.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(30), dispatch_task.join).await;
+    reassembly.abort();
+    for w in watchers {
+        w.abort();
+        let _ = w.await;
+    }
+    if let Ok(mut m) = registry.modems.lock() {
+        m.clear();
+    }
+    for (_, h) in handles {
+        if let Ok(h) = Arc::try_unwrap(h) {
+            h.shutdown().await;
+        }
+    }
+    if let Some(b) = bank {
+        b.shutdown().await;
+    }
+    store.close();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,198 @@
+//! The real daemon over real PTYs of an in-process hw-sim bank, driven over HTTP:
+//! what `gsmgw serve --sim N` does, end to end.
+#![allow(clippy::unwrap_used)]
+
+use gsmgw::config::Config;
+use gsmgw::daemon::{Running, ServeOptions, serve_until};
+use gsmgw::store;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+struct Daemon {
+    running: Running,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+const TOKEN: &str = "test-token";
+
+async fn start(modems: usize) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.modems.command_timeout_ms = 2_000;
+    config.modems.send_timeout_ms = 10_000;
+    let opts = ServeOptions {
+        config,
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        db: Some(dir.path().join("gsmgw.db")),
+        ports: Vec::new(),
+        sim: Some(modems),
+        tokens: vec![TOKEN.into()],
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = serve_until(opts, shutdown, move |r| {
+            let _ = ready_tx.send(r);
+        })
+        .await
+        {
+            panic!("daemon failed: {e}");
+        }
+    });
+    let running = tokio::time::timeout(Duration::from_secs(20), ready_rx)
+        .await
+        .expect("daemon ready in time")
+        .unwrap();
+    Daemon {
+        running,
+        stop: Some(stop_tx),
+        task,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl Daemon {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.api)
+    }
+
+    fn sim(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.sim_control.unwrap())
+    }
+
+    async fn post(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v1/messages"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, id: i64) -> Value {
+        self.http
+            .get(self.url(&format!("/v1/messages/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls (test-side only) until the message reaches `status`.
+    async fn wait_status(&self, id: i64, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = self.get(id).await;
+            if m["status"] == status {
+                return m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "message {id} never reached {status}: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn sink(&self) -> Vec<Value> {
+        self.http
+            .get(self.sim("/messages"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("daemon stops in time")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_the_network_and_get_delivered() {
+    let d = start(3).await;
+    let (s, v) = d
+        .post(json!({"to": "+491701234567", "text": "Your code is 482913", "priority": "otp"}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["status"], "queued");
+    let id = v["id"].as_i64().unwrap();
+    let long: String = "Hi 👋 your order #1234 shipped 🚚📦 track: example.com/t/1 "
+        .chars()
+        .cycle()
+        .take(400)
+        .collect();
+    let (s, v) = d.post(json!({"to": "+491709999999", "text": long})).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["encoding"], "ucs2");
+    let long_id = v["id"].as_i64().unwrap();
+    let m = d.wait_status(id, "delivered").await;
+    assert_eq!(m["part_states"][0]["status"], "delivered");
+    let m2 = d.wait_status(long_id, "delivered").await;
+    assert_eq!(m2["parts"], 7);
+    let sink = d.sink().await;
+    let code = sink.iter().find(|m| m["to"] == "+491701234567").unwrap();
+    assert_eq!(code["text"], "Your code is 482913");
+    let got = sink.iter().find(|m| m["to"] == "+491709999999").unwrap();
+    assert_eq!(
+        got["text"].as_str().unwrap(),
+        long,
+        "reassembled by the network, byte for byte"
+    );
+    assert_eq!(got["parts"], 7);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_sms_land_in_the_inbox() {
+    let d = start(2).await;
+    let text = "Hello gateway ✓ ".repeat(20);
+    let r = d
+        .http
+        .post(d.sim("/inbound"))
+        .json(&json!({"modem": 1, "from": "+4917612345678", "text": text}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let inbox = d
+            .running
+            .store
+            .read(|c| store::list_inbox(c, None, 10))
+            .await
+            .unwrap();
+        if let Some(m) = inbox.first() {
+            assert_eq!(m.sender, "+4917612345678");
+            assert_eq!(m.text.as_deref(), Some(text.as_str()));
+            assert!(m.complete);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no inbound message");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.stop().await;
+}
