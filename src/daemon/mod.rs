@@ -166,7 +166,32 @@ pub async fn serve_until(
         report_window_ms: i64::try_from(cfg.dispatch.report_window_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX),
     });
-    let rejected = RejectedPins::default();
+    let rejected = {
+        let initial = store.read(store::load_rejected_pins).await?;
+        if !initial.is_empty() {
+            warn!(
+                iccids = ?initial.keys().collect::<Vec<_>>(),
+                "SIMs whose configured PIN was rejected before: that PIN will not be tried again"
+            );
+        }
+        let store = store.clone();
+        let persist: crate::modem::PersistPin = Arc::new(move |iccid, fp| {
+            let (i, f, s) = (iccid.to_owned(), fp.to_owned(), store.clone());
+            // Durable before the driver goes on: a restart must never retry this PIN.
+            // A plain thread may block on the store even inside the async runtime.
+            let r = std::thread::scope(|scope| {
+                scope
+                    .spawn(move || {
+                        s.write_blocking(move |c| store::save_rejected_pin(c, &i, &f, now_ms()))
+                    })
+                    .join()
+            });
+            if !matches!(r, Ok(Ok(()))) {
+                error!(iccid, "could not persist a PIN rejection");
+            }
+        });
+        RejectedPins::with_persistence(initial, persist)
+    };
     let mut handles: HashMap<String, Arc<ModemHandle>> = HashMap::new();
     let mut watchers = Vec::new();
     for port in expand_ports(&ports) {

@@ -2,7 +2,7 @@
 //! methods on [`Modem`], which owns one link. [`super::ModemHandle`] runs a `Modem` in its
 //! own task; the CLI uses a `Modem` directly for one-shot commands.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,28 +49,75 @@ impl ModemState {
     }
 }
 
-/// The ICCIDs whose configured PIN a SIM rejected. Shared (clone it) between every modem
-/// of a process, so a SIM moved to another port is not tried again either: a rejected
-/// PIN is never retried automatically, three tries would PUK-lock the SIM.
-#[derive(Debug, Clone, Default)]
-pub struct RejectedPins(Arc<Mutex<HashSet<String>>>);
+/// The PINs a SIM rejected, by ICCID. Shared (clone it) between every modem of a process,
+/// so a SIM moved to another port is not tried again either, and persisted by the daemon
+/// (see [`RejectedPins::with_persistence`]) so a restart does not try again: a rejected
+/// PIN is never retried automatically, three tries would PUK-lock the SIM. Only a
+/// fingerprint (SHA-256) of the PIN is kept; a *different* PIN configured later for
+/// that ICCID (the operator fixed it) may be tried once.
+#[derive(Clone, Default)]
+pub struct RejectedPins {
+    set: Arc<Mutex<HashMap<String, String>>>,
+    persist: Option<PersistPin>,
+}
+
+/// Called with (ICCID, fingerprint) for each new rejection; returns once it is durable.
+pub type PersistPin = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+impl std::fmt::Debug for RejectedPins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RejectedPins")
+            .field("iccids", &self.set.lock().map(|s| s.len()).unwrap_or(0))
+            .finish()
+    }
+}
+
+/// The fingerprint kept for a rejected PIN.
+pub fn pin_fingerprint(iccid: &str, pin: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("gsmgw-pin:{iccid}:{pin}").as_bytes());
+    crate::pdu::hex::encode(&digest)
+}
 
 impl RejectedPins {
-    /// Whether the PIN for this ICCID was rejected.
+    /// Starts from rejections recorded earlier (ICCID → fingerprint) and calls `persist`
+    /// with each new one before the driver reports it.
+    pub fn with_persistence(initial: HashMap<String, String>, persist: PersistPin) -> Self {
+        Self {
+            set: Arc::new(Mutex::new(initial)),
+            persist: Some(persist),
+        }
+    }
+
+    /// Whether any PIN for this ICCID was rejected.
     pub fn contains(&self, iccid: &str) -> bool {
-        self.0.lock().is_ok_and(|s| s.contains(iccid))
+        self.set.lock().is_ok_and(|s| s.contains_key(iccid))
+    }
+
+    /// Whether this PIN for this ICCID was rejected (and so must not be sent).
+    pub fn blocks(&self, iccid: &str, pin: &str) -> bool {
+        let fp = pin_fingerprint(iccid, pin);
+        self.set
+            .lock()
+            .map(|s| s.get(iccid).is_some_and(|f| f == &fp))
+            // A poisoned lock: refuse rather than risk a PUK lock.
+            .unwrap_or(true)
     }
 
     /// Records a rejection.
-    pub fn insert(&self, iccid: &str) {
-        if let Ok(mut s) = self.0.lock() {
-            s.insert(iccid.to_owned());
+    pub fn insert(&self, iccid: &str, pin: &str) {
+        let fp = pin_fingerprint(iccid, pin);
+        if let Some(p) = &self.persist {
+            p(iccid, &fp);
+        }
+        if let Ok(mut s) = self.set.lock() {
+            s.insert(iccid.to_owned(), fp);
         }
     }
 
     /// Forgets a rejection (an operator fixed the configuration).
     pub fn remove(&self, iccid: &str) {
-        if let Ok(mut s) = self.0.lock() {
+        if let Ok(mut s) = self.set.lock() {
             s.remove(iccid);
         }
     }
@@ -568,12 +615,6 @@ impl Modem {
                 "SIM PIN required but the ICCID is unknown".into(),
             ));
         };
-        if self.cfg.rejected_pins.contains(&iccid) {
-            return Err(sim_error(format!(
-                "SIM PIN required; the configured PIN for ICCID {iccid} was rejected before and \
-                 is not retried automatically (a PUK lock is one wrong try away)"
-            )));
-        }
         let Some(pin) = self
             .cfg
             .pins
@@ -585,6 +626,12 @@ impl Modem {
                 "SIM PIN required; no PIN configured for ICCID {iccid}"
             )));
         };
+        if self.cfg.rejected_pins.blocks(&iccid, &pin) {
+            return Err(sim_error(format!(
+                "SIM PIN required; the configured PIN for ICCID {iccid} was rejected before and \
+                 is not retried automatically (a PUK lock is one wrong try away)"
+            )));
+        }
         if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
             return Err(sim_error(format!(
                 "the PIN configured for ICCID {iccid} is not 4-8 digits; not sent"
@@ -603,7 +650,7 @@ impl Modem {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Ok(r) => {
-                    self.cfg.rejected_pins.insert(&iccid);
+                    self.cfg.rejected_pins.insert(&iccid, &pin);
                     return Err(sim_error(format!(
                         "the configured PIN for ICCID {iccid} was rejected ({}); it will not be \
                          tried again automatically",
@@ -612,7 +659,7 @@ impl Modem {
                 }
                 Err(e) => {
                     // No answer: the SIM may have counted the try. Do not risk another.
-                    self.cfg.rejected_pins.insert(&iccid);
+                    self.cfg.rejected_pins.insert(&iccid, &pin);
                     return Err(match e {
                         ModemError::Timeout {
                             payload_sent,

@@ -26,7 +26,8 @@ mod tests;
 
 pub use conn::{AtConn, Reply};
 pub use driver::{
-    Modem, ModemConfig, ModemState, PduPart, RejectedPins, SendReport, SendRequest, UssdReply,
+    Modem, ModemConfig, ModemState, PduPart, PersistPin, RejectedPins, SendReport, SendRequest,
+    UssdReply,
 };
 pub use error::ModemError;
 pub use info::{Cnmi, Registration, Report, Signal, SimState, Storage};

@@ -340,3 +340,27 @@ async fn handle_refuses_while_sim_locked_and_says_why() {
     assert!(matches!(e, ModemError::Sim(_)), "{e:?}");
     h.shutdown().await;
 }
+
+#[test]
+fn rejected_pins_block_the_same_pin_persist_and_allow_a_corrected_one() {
+    let saved: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let sink = saved.clone();
+    let r = RejectedPins::with_persistence(
+        std::collections::HashMap::new(),
+        Arc::new(move |i: &str, f: &str| sink.lock().unwrap().push((i.into(), f.into()))),
+    );
+    assert!(!r.blocks("8949", "1234"));
+    r.insert("8949", "1234");
+    assert!(r.blocks("8949", "1234"));
+    assert!(!r.blocks("8949", "4321"), "a corrected PIN may be tried");
+    assert!(!r.blocks("8950", "1234"));
+    let saved = saved.lock().unwrap().clone();
+    assert_eq!(saved.len(), 1);
+    assert!(!saved[0].1.contains("1234"), "only a fingerprint is kept");
+    // A restart that loads the record blocks the same PIN again.
+    let again = RejectedPins::with_persistence(
+        saved.into_iter().collect(),
+        Arc::new(|_: &str, _: &str| {}),
+    );
+    assert!(again.blocks("8949", "1234"));
+}

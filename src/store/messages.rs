@@ -726,6 +726,29 @@ pub fn list_sims(conn: &Connection) -> Result<Vec<SimRecord>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// PIN rejections recorded earlier: ICCID → fingerprint.
+pub fn load_rejected_pins(conn: &Connection) -> Result<std::collections::HashMap<String, String>> {
+    let mut st = conn.prepare_cached("SELECT iccid, fingerprint FROM rejected_pins")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Records that a SIM rejected a PIN (by fingerprint).
+pub fn save_rejected_pin(
+    conn: &Connection,
+    iccid: &str,
+    fingerprint: &str,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO rejected_pins (iccid, fingerprint, rejected_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(iccid) DO UPDATE SET fingerprint = excluded.fingerprint, \
+         rejected_at = excluded.rejected_at",
+    )?
+    .execute(params![iccid, fingerprint, now])?;
+    Ok(())
+}
+
 /// Saves a SIM's quota usage (JSON from the pool) so limits survive restarts.
 pub fn save_sim_usage(conn: &Connection, iccid: &str, usage_json: &str) -> Result<()> {
     conn.prepare_cached("UPDATE sims SET usage = ?2 WHERE iccid = ?1")?

@@ -142,6 +142,14 @@ const MIGRATIONS: &[&str] = &[
         created_at   INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 2: PINs a SIM rejected, so no restart ever retries them (PUK protection).
+    r#"
+    CREATE TABLE rejected_pins (
+        iccid        TEXT PRIMARY KEY,
+        fingerprint  TEXT NOT NULL,                -- SHA-256 of the PIN, never the PIN
+        rejected_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version it ended at.
