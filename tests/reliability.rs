@@ -876,13 +876,13 @@ async fn queue_drains_despite_every_fault() {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 tick += 1;
-                if tick % 4 == 0 {
+                if tick.is_multiple_of(4) {
                     let _ = bank.set_fault(3, Fault::Unplug { down_ms: 700 });
                 }
-                if tick % 6 == 0 {
+                if tick.is_multiple_of(6) {
                     let _ = bank.set_fault(11, Fault::Reboot { down_ms: 500 });
                 }
-                if tick % 2 == 0 {
+                if tick.is_multiple_of(2) {
                     let _ = bank.set_fault(1, Fault::GarbageNow { len: 32 });
                 }
                 if tick == 3 {

@@ -333,6 +333,13 @@ impl Session {
         self.garbage
     }
 
+    /// Whether the command in flight has had its payload handed out after the prompt
+    /// (for `AT+CMGS`: the message may be on its way to the network).
+    pub fn payload_sent(&self) -> bool {
+        matches!(&self.state, State::Running(f)
+            if f.cmd.payload_bytes().is_some() && f.phase == Phase::AwaitFinal)
+    }
+
     /// Whether no command is in flight and no recovery is running.
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Idle)

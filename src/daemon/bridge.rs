@@ -63,7 +63,7 @@ pub fn failure(e: &ModemError) -> SendFailure {
         ModemError::Cme { error, .. } => error.code().map_or("cme".into(), |c| format!("cme:{c}")),
         ModemError::Timeout { .. } => "timeout".into(),
         ModemError::NoMessageReference => "no_message_reference".into(),
-        ModemError::PortGone => "port_gone".into(),
+        ModemError::PortGone | ModemError::PortGoneAfterPayload { .. } => "port_gone".into(),
         ModemError::Sim(_) => "sim".into(),
         _ => "modem".into(),
     };

@@ -129,8 +129,19 @@ impl AtConn {
     }
 
     /// Sends a command and waits for its answer. A timeout is reported only once the
-    /// session's re-sync finished, so the link is quiet again when this returns.
+    /// session's re-sync finished, so the link is quiet again when this returns. The port
+    /// going away after the payload went out is [`ModemError::PortGoneAfterPayload`].
     pub async fn exec(&mut self, cmd: Command) -> Result<Reply, ModemError> {
+        let command = cmd.text().to_owned();
+        match self.exec_inner(cmd).await {
+            Err(ModemError::PortGone) if self.session.payload_sent() => {
+                Err(ModemError::PortGoneAfterPayload { command })
+            }
+            other => other,
+        }
+    }
+
+    async fn exec_inner(&mut self, cmd: Command) -> Result<Reply, ModemError> {
         let id = self.session.send(cmd, Instant::now())?;
         let mut timed_out: Option<(String, bool)> = None;
         loop {

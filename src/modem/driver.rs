@@ -420,7 +420,10 @@ impl Modem {
     /// Sends a command, with the configured timeout for its kind unless it has its own.
     pub async fn exec(&mut self, cmd: Command) -> Result<Reply, ModemError> {
         let r = self.conn()?.exec(cmd).await;
-        if matches!(r, Err(ModemError::PortGone)) {
+        if matches!(
+            r,
+            Err(ModemError::PortGone | ModemError::PortGoneAfterPayload { .. })
+        ) {
             self.conn = None;
         }
         r
@@ -1179,7 +1182,12 @@ impl Modem {
     /// rung failed (the caller quarantines) or the SIM is locked.
     pub async fn recover(&mut self, cause: &ModemError) -> Result<(), ModemError> {
         self.set_state(ModemState::Recovering(cause.to_string()));
-        if self.conn.is_some() && !matches!(cause, ModemError::PortGone | ModemError::Io(_)) {
+        if self.conn.is_some()
+            && !matches!(
+                cause,
+                ModemError::PortGone | ModemError::PortGoneAfterPayload { .. } | ModemError::Io(_)
+            )
+        {
             // Rung 1. After a timeout the session already did ESC/drain/AT.
             let answered = match cause {
                 ModemError::Timeout { resynced, .. } => *resynced,

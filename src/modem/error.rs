@@ -67,6 +67,13 @@ pub enum ModemError {
     /// The port went away (USB unplug, PTY closed, TCP peer closed).
     #[error("port gone")]
     PortGone,
+    /// The port went away after the payload (`AT+CMGS`'s PDU) went out and before the
+    /// answer: the message may have been sent.
+    #[error("{command}: port gone after the PDU went out (it may have been sent)")]
+    PortGoneAfterPayload {
+        /// The command line.
+        command: String,
+    },
     /// The port cannot be opened.
     #[error("cannot open {port}: {reason}")]
     Open {
@@ -127,7 +134,11 @@ impl ModemError {
     /// Whether the link (not the device's judgement) failed: the driver must recover.
     pub fn is_link(&self) -> bool {
         match self {
-            Self::Timeout { .. } | Self::NoAnswer | Self::PortGone | Self::Io(_) => true,
+            Self::Timeout { .. }
+            | Self::NoAnswer
+            | Self::PortGone
+            | Self::PortGoneAfterPayload { .. }
+            | Self::Io(_) => true,
             Self::PartialSend { source, .. } => source.is_link(),
             _ => false,
         }
@@ -137,6 +148,7 @@ impl ModemError {
     pub fn may_have_been_sent(&self) -> bool {
         match self {
             Self::Timeout { payload_sent, .. } => *payload_sent,
+            Self::PortGoneAfterPayload { .. } => true,
             Self::PartialSend { source, .. } => source.may_have_been_sent(),
             _ => false,
         }
@@ -155,6 +167,7 @@ impl ModemError {
             | Self::Timeout { .. }
             | Self::NoAnswer
             | Self::PortGone
+            | Self::PortGoneAfterPayload { .. }
             | Self::Open { .. }
             | Self::Io(_)
             | Self::Protocol { .. }
