@@ -126,6 +126,9 @@ pub struct DispatchConfig {
     pub reassembly_timeout_secs: u64,
     /// Most parts one message may have.
     pub max_parts: u32,
+    /// Queued messages the dispatcher keeps in memory; the rest are paged in from the
+    /// store, so memory stays flat however long the queue.
+    pub queue_window: usize,
 }
 
 impl Default for DispatchConfig {
@@ -137,6 +140,7 @@ impl Default for DispatchConfig {
             report_window_secs: 3 * 24 * 3600,
             reassembly_timeout_secs: 15 * 60,
             max_parts: 10,
+            queue_window: 10_000,
         }
     }
 }

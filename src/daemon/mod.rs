@@ -157,6 +157,7 @@ pub async fn serve_until(
         retry_base: Duration::from_millis(cfg.dispatch.retry_base_ms),
         retry_max: Duration::from_millis(cfg.dispatch.retry_max_ms),
         in_flight: cfg.store.in_flight,
+        window: cfg.dispatch.queue_window,
     };
     let (dispatcher, dispatch_task) = Dispatcher::start(store.clone(), pool, settings).await?;
 

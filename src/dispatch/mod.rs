@@ -59,6 +59,9 @@ pub struct Settings {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub in_flight: InFlightPolicy,
+    /// Most queued messages kept in memory; the rest wait in the store and are paged in
+    /// as the window drains, so a million queued messages cost no more RAM than this.
+    pub window: usize,
 }
 
 impl Default for Settings {
@@ -68,6 +71,7 @@ impl Default for Settings {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(300),
             in_flight: InFlightPolicy::AtLeastOnce,
+            window: 10_000,
         }
     }
 }
@@ -104,12 +108,7 @@ impl Queued {
         Queued {
             id: m.id,
             priority: m.priority,
-            due: m
-                .next_attempt_at
-                .into_iter()
-                .chain(m.send_at)
-                .max()
-                .unwrap_or(m.created_at),
+            due: m.due,
             expires_at: m.expires_at,
             to: m.to.clone(),
             body: m.body.clone(),
@@ -216,7 +215,6 @@ impl Dispatcher {
                 pool.restore_usage(&sim.iccid, u);
             }
         }
-        let pending = store.read(store::pending_messages).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -233,11 +231,15 @@ impl Dispatcher {
             done_tx,
             events: events.clone(),
             heartbeat: None,
+            store_has_more: true,
+            store_watermark: None,
         };
-        info!(pending = pending.len(), "dispatcher starting");
-        for m in &pending {
-            state.add(Queued::from_record(m), now_ms());
-        }
+        state.refill(now_ms()).await;
+        info!(
+            queued = state.messages.len(),
+            more_in_store = state.store_has_more,
+            "dispatcher starting"
+        );
         let join = tokio::spawn(state.run(rx, done_rx));
         Ok((Dispatcher { tx, events }, DispatcherTask { join }))
     }
@@ -298,6 +300,10 @@ struct State {
     events: broadcast::Sender<StatusChange>,
     /// Called on every loop turn (the systemd watchdog keep-alive comes from here).
     heartbeat: Option<Box<dyn Fn() + Send>>,
+    /// Queued messages exist in the store that are not in memory.
+    store_has_more: bool,
+    /// Load more from the store at this time (the first not-loaded future message).
+    store_watermark: Option<i64>,
 }
 
 /// How many ready messages one pass looks at when the first ones cannot go out
@@ -305,7 +311,45 @@ struct State {
 const SCAN_LIMIT: usize = 256;
 
 impl State {
+    /// Keeps a message in the in-memory window, evicting the least urgent one when the
+    /// window is full (it stays in the store and comes back with a later refill).
     fn add(&mut self, q: Queued, now: i64) {
+        if self.messages.contains_key(&q.id) {
+            return;
+        }
+        if self.messages.len() >= self.settings.window.max(1) {
+            self.store_has_more = true;
+            let evict = if q.due <= now {
+                let key = (std::cmp::Reverse(q.priority), q.due, q.id);
+                self.ready
+                    .last()
+                    .copied()
+                    .filter(|worst| key < *worst)
+                    .map(|k| k.2)
+            } else {
+                self.later
+                    .last()
+                    .copied()
+                    .filter(|worst| (q.due, q.id) < *worst)
+                    .map(|k| k.1)
+            };
+            match evict {
+                Some(victim) => {
+                    self.forget(victim);
+                }
+                None => {
+                    if q.due > now {
+                        self.store_watermark =
+                            Some(self.store_watermark.map_or(q.due, |w| w.min(q.due)));
+                    }
+                    return;
+                }
+            }
+        }
+        self.insert(q, now);
+    }
+
+    fn insert(&mut self, q: Queued, now: i64) {
         let (id, due, prio) = (q.id, q.due, q.priority);
         if let Some(e) = q.expires_at {
             self.expiries.insert((e, id));
@@ -357,6 +401,12 @@ impl State {
                 h();
             }
             let now = now_ms();
+            let watermark_passed = self.store_watermark.is_some_and(|w| w <= now);
+            if self.store_has_more
+                && (watermark_passed || self.ready.len() < self.settings.window.max(4) / 4)
+            {
+                self.refill(now).await;
+            }
             self.promote(now);
             self.expire(now).await;
             if accepting {
@@ -379,8 +429,50 @@ impl State {
         debug!("dispatcher stopped");
     }
 
+    /// Pages queued messages from the store into the window: the most urgent due ones
+    /// and the soonest future ones. Cheap on a huge queue (indexed, limited).
+    async fn refill(&mut self, now: i64) {
+        let room = self
+            .settings
+            .window
+            .max(1)
+            .saturating_sub(self.messages.len());
+        if room == 0 {
+            return;
+        }
+        let ready_limit = u32::try_from(room).unwrap_or(u32::MAX);
+        let upcoming_limit = u32::try_from((room / 4).clamp(1, 1024)).unwrap_or(1024);
+        let page = self
+            .store
+            .read(move |c| store::queue_window(c, now, ready_limit, upcoming_limit))
+            .await;
+        let (ready, upcoming) = match page {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "could not read the queue from the store");
+                return;
+            }
+        };
+        let full_ready = ready.len() as u32 >= ready_limit;
+        let full_upcoming = upcoming.len() as u32 >= upcoming_limit;
+        self.store_watermark = if full_upcoming {
+            upcoming.last().map(|m| m.due)
+        } else {
+            None
+        };
+        for m in ready.iter().chain(upcoming.iter()) {
+            if !self.messages.contains_key(&m.id)
+                && self.messages.len() < self.settings.window.max(1)
+            {
+                self.insert(Queued::from_record(m), now);
+            }
+        }
+        self.store_has_more = full_ready || full_upcoming;
+    }
+
     fn next_wake(&self) -> Option<i64> {
         [
+            self.store_watermark,
             self.later.first().map(|x| x.0),
             self.expiries.first().map(|x| x.0),
             self.wait_until.map(store::to_ms),

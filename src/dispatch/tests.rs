@@ -316,3 +316,43 @@ async fn a_partly_sent_message_resumes_on_the_same_sim_with_only_the_rest() {
     assert_eq!(a.sent.lock().unwrap()[0], (id, vec![2, 3]));
     assert_eq!(r.record(id).await.parts[0].mr, Some(77));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_window_pages_a_long_queue_and_urgent_messages_still_go_first() {
+    let settings = Settings {
+        window: 8,
+        ..Settings::default()
+    };
+    let mut r = rig(settings).await;
+    let mut bulk = Vec::new();
+    for i in 0..40 {
+        bulk.push(
+            r.enqueue("+491700000000", &format!("bulk {i}"), priority::BULK, None)
+                .await,
+        );
+    }
+    let otp = r
+        .enqueue("+491700000001", "Your code is 123456", priority::OTP, None)
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let a = r.modem("A", "8949000000000000001");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while a.sent.lock().unwrap().len() < 41 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let order: Vec<i64> = r.log.lock().unwrap().iter().map(|x| x.1).collect();
+    assert_eq!(order[0], otp, "the OTP went first: {order:?}");
+    assert_eq!(
+        &order[1..],
+        &bulk[..],
+        "then the backlog, in order, paged from the store"
+    );
+    for id in bulk {
+        assert_eq!(r.record(id).await.status, MessageStatus::Sent);
+    }
+    let _ = r.events.try_recv();
+}

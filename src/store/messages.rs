@@ -91,6 +91,8 @@ pub struct PartRecord {
 /// A stored message with its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRecord {
+    /// Not before this (unix ms): the later of creation, `send_at` and the next retry.
+    pub due: i64,
     pub id: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -123,7 +125,7 @@ pub struct MessageRecord {
 const MESSAGE_COLUMNS: &str = "id, created_at, updated_at, to_number, body, encoding, \
     parts_total, priority, send_at, expires_at, status, status_report, flash, validity_secs, \
     pinned_sim, tags, callback_url, concat_ref, attempts, next_attempt_at, sim, modem, \
-    error_code, error, possible_duplicate, masked";
+    error_code, error, possible_duplicate, masked, due";
 
 fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     let status: String = r.get(10)?;
@@ -155,6 +157,7 @@ fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         error: r.get(23)?,
         possible_duplicate: r.get(24)?,
         masked: r.get(25)?,
+        due: r.get(26)?,
         parts: Vec::new(),
     })
 }
@@ -185,8 +188,9 @@ pub fn insert_message(conn: &Connection, m: &NewMessage, now: i64) -> Result<i64
     conn.prepare_cached(
         "INSERT INTO messages (created_at, updated_at, to_number, body, encoding, parts_total, \
          priority, send_at, expires_at, status, status_report, flash, validity_secs, pinned_sim, \
-         tags, callback_url, concat_ref, masked) \
-         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         tags, callback_url, concat_ref, masked, due) \
+         VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+         MAX(?1, COALESCE(?7, 0)))",
     )?
     .execute(params![
         now,
@@ -244,6 +248,48 @@ pub fn pending_messages(conn: &Connection) -> Result<Vec<MessageRecord>> {
         m.parts = parts_of(conn, m.id)?;
     }
     Ok(out)
+}
+
+/// A page of the queue for the dispatcher's in-memory window: up to `ready_limit`
+/// messages due by `now` in send order (priority, then due time, then id), and up to
+/// `upcoming_limit` due later, soonest first. Parts are not loaded (the dispatcher reads
+/// a message whole when it sends it).
+pub fn queue_window(
+    conn: &Connection,
+    now: i64,
+    ready_limit: u32,
+    upcoming_limit: u32,
+) -> Result<(Vec<MessageRecord>, Vec<MessageRecord>)> {
+    let ready = conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = 'queued' AND due <= ?1 \
+             ORDER BY priority DESC, due, id LIMIT ?2"
+        ))?
+        .query_map(params![now, ready_limit], message_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let upcoming = conn
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = 'queued' AND due > ?1 \
+             ORDER BY due, id LIMIT ?2"
+        ))?
+        .query_map(params![now, upcoming_limit], message_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let (mut ready, mut upcoming) = (ready, upcoming);
+    for m in ready.iter_mut().chain(upcoming.iter_mut()) {
+        if m.attempts > 0 {
+            // A retry may have parts out already: the dispatcher must not resend them.
+            m.parts = parts_of(conn, m.id)?;
+        }
+    }
+    Ok((ready, upcoming))
+}
+
+/// The sent parts (seq, MR, SIM) of a message, for resuming it.
+pub fn sent_parts(conn: &Connection, id: i64) -> Result<Vec<PartRecord>> {
+    Ok(parts_of(conn, id)?
+        .into_iter()
+        .filter(|p| p.mr.is_some())
+        .collect())
 }
 
 /// A filter for listing messages (newest first, keyset pagination on id).
@@ -419,7 +465,7 @@ pub fn schedule_retry(
 ) -> Result<()> {
     conn.prepare_cached(
         "UPDATE messages SET status = 'queued', next_attempt_at = ?2, error_code = ?3, \
-         error = ?4, updated_at = ?5 WHERE id = ?1",
+         error = ?4, updated_at = ?5, due = MAX(due, ?2) WHERE id = ?1",
     )?
     .execute(params![id, next_at, error_code, error, now])?;
     conn.prepare_cached(

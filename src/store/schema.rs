@@ -150,6 +150,14 @@ const MIGRATIONS: &[&str] = &[
         rejected_at  INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 3: the queue order as a column with indexes, so the dispatcher can keep only a
+    // window of a huge queue in memory and page the rest in.
+    r#"
+    ALTER TABLE messages ADD COLUMN due INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET due = MAX(created_at, COALESCE(send_at, 0), COALESCE(next_attempt_at, 0));
+    CREATE INDEX messages_ready ON messages(priority DESC, due, id) WHERE status = 'queued';
+    CREATE INDEX messages_upcoming ON messages(due, id) WHERE status = 'queued';
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version it ended at.
