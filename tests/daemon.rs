@@ -30,6 +30,7 @@ async fn start(modems: usize) -> Daemon {
         db: Some(dir.path().join("gsmgw.db")),
         ports: Vec::new(),
         sim: Some(modems),
+        sim_latency: None,
         tokens: vec![TOKEN.into()],
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -23,6 +23,23 @@ pub struct ServeArgs {
     /// Start an in-process hw-sim bank of N simulated modems on PTYs and use them.
     #[arg(long)]
     sim: Option<usize>,
+    /// The simulated modems' AT+CMGS latency: MS or MIN-MAX (default 200).
+    #[arg(long, value_parser = parse_latency, requires = "sim")]
+    sim_latency: Option<(u64, u64)>,
+}
+
+fn parse_latency(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("{s:?}: expected MS or MIN-MAX");
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            if a > b {
+                return Err(bad());
+            }
+            Ok((a, b))
+        }
+        None => s.parse().map(|v| (v, v)).map_err(|_| bad()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +96,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         db,
         ports: args.ports,
         sim: args.sim,
+        sim_latency: args.sim_latency,
         tokens,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

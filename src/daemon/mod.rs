@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub ports: Vec<String>,
     /// Start an in-process hw-sim bank of this many modems and use only those.
     pub sim: Option<usize>,
+    /// The simulated modems' `AT+CMGS` latency in ms (min, max); default 200.
+    pub sim_latency: Option<(u64, u64)>,
     /// Bearer tokens (from `GSMGW_API_TOKEN` and the config).
     pub tokens: Vec<String>,
 }
@@ -129,7 +131,7 @@ pub async fn serve_until(
             modems: n,
             link_dir: dir.path().to_path_buf(),
             profile: hw_sim::ProfileName::Generic,
-            latency: (200, 200),
+            latency: opts.sim_latency.unwrap_or((200, 200)),
             seed: 1,
             scenario: None,
             tcp_base: None,
