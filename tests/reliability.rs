@@ -514,7 +514,7 @@ async fn kill_9_ten_times_during_2000_messages() {
 }
 
 /// More of the same: three more seeds, a faster producer (a deeper queue) and shorter
-/// gaps between kills (~1 min).
+/// gaps between kills (~35 s in release).
 /// `cargo test --release --test reliability -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "stress (3 x 2,000 messages, 10 kills each): run with -- --ignored"]
