@@ -599,13 +599,21 @@ pub fn record_status_report(
     window_ms: i64,
     now: i64,
 ) -> Result<Option<ReportMatch>> {
+    // Two statements rather than `(?2 IS NULL OR p.sim = ?2)`, which would keep SQLite
+    // from using the (sim, mr, sent_at) index and scan every message to the recipient.
+    let sql = if r.sim.is_some() {
+        "SELECT p.message_id, p.seq FROM parts p INDEXED BY parts_mr \
+         JOIN messages m ON m.id = p.message_id \
+         WHERE p.sim = ?2 AND p.mr = ?1 AND p.sent_at >= ?4 AND p.mr IS NOT NULL \
+         AND m.to_number = ?3 AND p.status IN ('sent', 'delivered', 'failed') \
+         ORDER BY p.sent_at DESC LIMIT 1"
+    } else {
+        "SELECT p.message_id, p.seq FROM parts p JOIN messages m ON m.id = p.message_id \
+         WHERE ?2 IS NULL AND p.mr = ?1 AND p.sent_at >= ?4 AND m.to_number = ?3 \
+         AND p.status IN ('sent', 'delivered', 'failed') ORDER BY p.sent_at DESC LIMIT 1"
+    };
     let found: Option<(i64, u32)> = conn
-        .prepare_cached(
-            "SELECT p.message_id, p.seq FROM parts p JOIN messages m ON m.id = p.message_id \
-             WHERE p.mr = ?1 AND (?2 IS NULL OR p.sim = ?2) AND m.to_number = ?3 \
-             AND p.sent_at >= ?4 AND p.status IN ('sent', 'delivered', 'failed') \
-             ORDER BY p.sent_at DESC LIMIT 1",
-        )?
+        .prepare_cached(sql)?
         .query_row(
             params![
                 r.mr,
