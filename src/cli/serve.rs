@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Configuration file (default /etc/gsmgw/gsmgw.toml; optional with --sim).
+    /// Configuration file (default /etc/gsmgw/gsmgw.toml, built-in defaults if missing).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address for the HTTP API (overrides http.listen).
@@ -71,8 +71,12 @@ fn init_logging(level: &str) {
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let config = load(args.config.as_deref(), args.sim.is_some())?;
+    // An explicitly named file must exist; the default one may be missing (defaults).
+    let config = load(args.config.as_deref(), true)?;
     init_logging(&config.log.level);
+    if args.config.is_none() && !Path::new(DEFAULT_PATH).exists() {
+        tracing::warn!("{DEFAULT_PATH} not found: running on built-in defaults");
+    }
     let mut tokens: Vec<String> = config.http.token.iter().cloned().collect();
     if let Ok(t) = std::env::var("GSMGW_API_TOKEN")
         && !t.trim().is_empty()
