@@ -1,10 +1,11 @@
 //! `gsmgw serve` and `gsmgw check-config`.
 
 use crate::config::{Config, DEFAULT_PATH};
-use crate::daemon::{ServeOptions, serve};
+use crate::daemon::{Running, ServeOptions, serve_until, shutdown_signal};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -106,7 +107,50 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(opts))
+    rt.block_on(serve_until(opts, shutdown_signal(), notify_systemd))
+}
+
+/// Tells systemd we are ready (store and API up), keeps its watchdog fed from the
+/// dispatcher's own heartbeat, and keeps `STATUS=` current. Without systemd
+/// (`NOTIFY_SOCKET` unset) every call is a no-op.
+fn notify_systemd(r: Running) {
+    use sd_notify::NotifyState;
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled();
+    tokio::spawn(async move {
+        // Feed the watchdog at half its period, but only while the dispatcher loop turns.
+        let period = watchdog.map_or(Duration::from_secs(10), |w| {
+            (w / 2).min(Duration::from_secs(10))
+        });
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let age = crate::store::now_ms() - r.dispatcher.last_beat();
+            let alive = age
+                < i64::try_from(period.as_millis()).unwrap_or(i64::MAX)
+                    + crate::dispatch::LIVENESS_TICK_MS;
+            if watchdog.is_some() && alive {
+                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+            } else if watchdog.is_some() {
+                tracing::error!(
+                    age_ms = age,
+                    "dispatcher loop stalled: not feeding the watchdog"
+                );
+            }
+            let depth: i64 = r
+                .store
+                .read(crate::store::queue_depth)
+                .await
+                .map(|d| d.iter().map(|(_, n)| n).sum())
+                .unwrap_or(-1);
+            let status = format!(
+                "{} modem(s) ready, {} message(s) queued",
+                r.modems.ready_count(),
+                depth
+            );
+            let _ = sd_notify::notify(&[NotifyState::Status(&status)]);
+        }
+    });
 }
 
 fn random_token() -> std::io::Result<String> {

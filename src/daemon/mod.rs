@@ -98,6 +98,8 @@ pub struct Running {
     pub sim_control: Option<SocketAddr>,
     pub store: Store,
     pub dispatcher: Dispatcher,
+    /// The modems, for status lines.
+    pub modems: Arc<dyn ModemsView>,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -288,6 +290,7 @@ pub async fn serve_until(
         sim_control: bank.as_ref().and_then(|b| b.control_addr()),
         store: store.clone(),
         dispatcher: dispatcher.clone(),
+        modems: registry.clone(),
     });
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
@@ -316,7 +319,8 @@ pub async fn serve_until(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

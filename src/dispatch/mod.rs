@@ -18,6 +18,7 @@ use crate::pool::{ModemId, ModemStatus, Pool, SelectRequest, Selection, UsageSna
 use crate::store::{self, InFlightPolicy, MessageRecord, MessageStatus, Store, now_ms};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -182,6 +183,8 @@ struct Done {
 pub struct Dispatcher {
     tx: mpsc::UnboundedSender<Input>,
     events: broadcast::Sender<StatusChange>,
+    /// Unix ms of the loop's last turn (the systemd watchdog keep-alive reads it).
+    beat: Arc<AtomicI64>,
 }
 
 /// The task; await `join` after `shutdown`.
@@ -230,7 +233,7 @@ impl Dispatcher {
             wait_until: None,
             done_tx,
             events: events.clone(),
-            heartbeat: None,
+            beat: Arc::new(AtomicI64::new(now_ms())),
             store_has_more: true,
             store_watermark: None,
         };
@@ -240,8 +243,9 @@ impl Dispatcher {
             more_in_store = state.store_has_more,
             "dispatcher starting"
         );
+        let beat = state.beat.clone();
         let join = tokio::spawn(state.run(rx, done_rx));
-        Ok((Dispatcher { tx, events }, DispatcherTask { join }))
+        Ok((Dispatcher { tx, events, beat }, DispatcherTask { join }))
     }
 
     /// A message was committed: consider it now.
@@ -264,6 +268,11 @@ impl Dispatcher {
 
     pub fn modem_removed(&self, id: ModemId) {
         let _ = self.tx.send(Input::ModemRemoved(id));
+    }
+
+    /// When the dispatcher loop last turned (unix ms).
+    pub fn last_beat(&self) -> i64 {
+        self.beat.load(Ordering::Relaxed)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
@@ -298,13 +307,17 @@ struct State {
     wait_until: Option<SystemTime>,
     done_tx: mpsc::UnboundedSender<Done>,
     events: broadcast::Sender<StatusChange>,
-    /// Called on every loop turn (the systemd watchdog keep-alive comes from here).
-    heartbeat: Option<Box<dyn Fn() + Send>>,
+    /// Stamped on every loop turn: the systemd watchdog keep-alive is sent only while
+    /// this loop really turns, so a wedged dispatcher gets the service restarted.
+    beat: Arc<AtomicI64>,
     /// Queued messages exist in the store that are not in memory.
     store_has_more: bool,
     /// Load more from the store at this time (the first not-loaded future message).
     store_watermark: Option<i64>,
 }
+
+/// The loop turns at least this often even when idle, so its heartbeat proves it alive.
+pub const LIVENESS_TICK_MS: i64 = 2_000;
 
 /// How many ready messages one pass looks at when the first ones cannot go out
 /// (pinned to a busy SIM, say): bounds the work per wake-up on a huge queue.
@@ -397,9 +410,7 @@ impl State {
     ) {
         let mut accepting = true;
         loop {
-            if let Some(h) = &self.heartbeat {
-                h();
-            }
+            self.beat.store(now_ms(), Ordering::Relaxed);
             let now = now_ms();
             let watermark_passed = self.store_watermark.is_some_and(|w| w <= now);
             if self.store_has_more
@@ -472,6 +483,8 @@ impl State {
 
     fn next_wake(&self) -> Option<i64> {
         [
+            // A liveness turn at least this often, for the watchdog.
+            Some(now_ms() + LIVENESS_TICK_MS),
             self.store_watermark,
             self.later.first().map(|x| x.0),
             self.expiries.first().map(|x| x.0),
