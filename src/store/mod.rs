@@ -8,12 +8,22 @@
 //! one failing write does not undo the others in its group. Reads use separate
 //! connections, which WAL lets run alongside the writer.
 
+mod api_misc;
+mod events;
 mod inbox;
 mod messages;
+mod otp;
 mod schema;
+mod suppression;
+mod templates;
 
+pub use api_misc::*;
+pub use events::*;
 pub use inbox::*;
 pub use messages::*;
+pub use otp::*;
+pub use suppression::*;
+pub use templates::*;
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};

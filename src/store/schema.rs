@@ -158,6 +158,60 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_ready ON messages(priority DESC, due, id) WHERE status = 'queued';
     CREATE INDEX messages_upcoming ON messages(due, id) WHERE status = 'queued';
     "#,
+    // 4: the API's tables — message groups (an appointment and its reminder) and the
+    // template a message came from, templates with the shipped defaults, one-time codes
+    // (hashes only), and the opt-out (suppression) list.
+    r#"
+    ALTER TABLE messages ADD COLUMN group_id INTEGER;
+    ALTER TABLE messages ADD COLUMN template TEXT;
+    CREATE INDEX messages_group ON messages(group_id) WHERE group_id IS NOT NULL;
+
+    CREATE TABLE templates (
+        name         TEXT PRIMARY KEY,
+        body         TEXT NOT NULL,                -- {{variable}} placeholders
+        description  TEXT,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO templates (name, body, description, created_at, updated_at) VALUES
+        ('order_confirmation',
+         'Thanks for your order {{order}}: {{items}}, total {{total}}. We will text you when it ships.',
+         'Order confirmation (vars: order, items, total)', 0, 0),
+        ('shipping_update',
+         'Your order {{order}} is on its way. Track it: {{tracking_url}}',
+         'Shipping update (vars: order, tracking_url)', 0, 0),
+        ('appointment_confirmation',
+         'Hi {{name}}, your appointment on {{when}} is confirmed.',
+         'Appointment confirmation (vars: name, when)', 0, 0),
+        ('appointment_reminder',
+         'Reminder: {{name}}, your appointment is on {{when}}.',
+         'Appointment reminder, sent remind_before the appointment (vars: name, when)', 0, 0),
+        ('security_code',
+         'Your security code is {{code}}. It expires in {{minutes}} minutes. Do not share it.',
+         'One-time code for POST /v1/otp (vars: code, minutes)', 0, 0);
+
+    CREATE TABLE otps (
+        id           INTEGER PRIMARY KEY,
+        message_id   INTEGER NOT NULL REFERENCES messages(id),
+        to_number    TEXT NOT NULL,
+        salt         TEXT NOT NULL,                -- random, per code
+        code_hash    TEXT NOT NULL,                -- SHA-256(salt || code), never the code
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        verified_at  INTEGER
+    );
+    CREATE INDEX otps_to ON otps(to_number, created_at);
+
+    CREATE TABLE suppressions (
+        number       TEXT PRIMARY KEY,             -- E.164
+        created_at   INTEGER NOT NULL,
+        source       TEXT NOT NULL,                -- inbound | admin
+        keyword      TEXT,                         -- the inbound keyword that added it
+        note         TEXT
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version it ended at.

@@ -1,0 +1,70 @@
+//! The API's bookkeeping beside messages: message groups (an appointment and its
+//! reminder, cancelled together), the template a message came from, and idempotency
+//! keys (the first response to a key, replayed for a retry with the same body).
+
+use super::Result;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Puts a message in a group (the group id is the first message's id) and notes the
+/// template it was rendered from.
+pub fn set_message_meta(
+    conn: &Connection,
+    id: i64,
+    group_id: Option<i64>,
+    template: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached("UPDATE messages SET group_id = ?2, template = ?3 WHERE id = ?1")?
+        .execute(params![id, group_id, template])?;
+    Ok(())
+}
+
+/// A message's group and template.
+pub fn message_meta(conn: &Connection, id: i64) -> Result<Option<(Option<i64>, Option<String>)>> {
+    Ok(conn
+        .prepare_cached("SELECT group_id, template FROM messages WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// The ids in a group, in order.
+pub fn group_members(conn: &Connection, group_id: i64) -> Result<Vec<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM messages WHERE group_id = ?1 ORDER BY id")?
+        .query_map([group_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// A stored response to an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentResponse {
+    pub body_hash: String,
+    pub status: u16,
+    pub response: String,
+}
+
+pub fn get_idempotency(conn: &Connection, key: &str) -> Result<Option<IdempotentResponse>> {
+    Ok(conn
+        .prepare_cached("SELECT body_hash, status, response FROM idempotency WHERE key = ?1")?
+        .query_row([key], |r| {
+            Ok(IdempotentResponse {
+                body_hash: r.get(0)?,
+                status: r.get(1)?,
+                response: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn put_idempotency(
+    conn: &Connection,
+    key: &str,
+    r: &IdempotentResponse,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO idempotency (key, body_hash, status, response, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![key, r.body_hash, r.status, r.response, now])?;
+    Ok(())
+}
