@@ -58,14 +58,41 @@ fn load(path: Option<&Path>, optional: bool) -> Result<Config, Box<dyn std::erro
     }
 }
 
-fn init_logging(level: &str) {
+/// Logs go to the journal (structured fields: `MODEM`, `ICCID`, `MESSAGE_ID`, …, with
+/// PRIORITY from the level) when started by systemd or when configured, else to stderr
+/// in a readable format. tracing-journald rather than systemd-journal-logger: the
+/// latter is a `log` backend that receives nothing once a tracing subscriber is
+/// installed and flattens fields into the text.
+fn init_logging(level: &str, journald: Option<bool>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::prelude::*;
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let want_journal = journald.unwrap_or_else(|| std::env::var_os("JOURNAL_STREAM").is_some());
+    if want_journal {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("gsmgw".into());
+                if tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .try_init()
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            Err(e) => eprintln!("journald unavailable ({e}); logging to stderr"),
+        }
+    }
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
@@ -74,7 +101,7 @@ fn init_logging(level: &str) {
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // An explicitly named file must exist; the default one may be missing (defaults).
     let config = load(args.config.as_deref(), true)?;
-    init_logging(&config.log.level);
+    init_logging(&config.log.level, config.log.journald);
     if args.config.is_none() && !Path::new(DEFAULT_PATH).exists() {
         tracing::warn!("{DEFAULT_PATH} not found: running on built-in defaults");
     }

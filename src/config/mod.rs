@@ -152,6 +152,9 @@ pub struct LogConfig {
     pub level: String,
     /// Message bodies and codes appear in logs only when this is on.
     pub log_bodies: bool,
+    /// Log to the systemd journal with structured fields: `true`, `false`, or unset
+    /// (default) for "when started by systemd" (`JOURNAL_STREAM` set).
+    pub journald: Option<bool>,
 }
 
 impl Default for LogConfig {
@@ -159,6 +162,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             log_bodies: false,
+            journald: None,
         }
     }
 }
