@@ -15,3 +15,4 @@ pub mod modem;
 pub mod pdu;
 pub mod pool;
 pub mod store;
+pub mod webhook;

@@ -44,6 +44,7 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub pool: PoolConfig,
     pub log: LogConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,6 +168,79 @@ impl Default for LogConfig {
     }
 }
 
+/// Where events are posted (docs/config.md, `[webhooks]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Endpoints that get every event (or only the listed kinds).
+    pub urls: Vec<WebhookUrl>,
+    /// HMAC-SHA256 key for `X-Gsmgw-Signature` (`GSMGW_WEBHOOK_SECRET` wins). Without
+    /// one, events go out unsigned (and the daemon warns).
+    pub secret: Option<String>,
+    /// One attempt's deadline (connect, send, response headers).
+    pub timeout_ms: u64,
+    /// First retry delay; doubles per failed attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Attempts before an event is given up (kept in the store with its last error).
+    pub max_attempts: u32,
+    /// Deliveries in flight at once (across all URLs).
+    pub concurrency: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            urls: Vec::new(),
+            secret: None,
+            timeout_ms: 5_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 3_600_000,
+            max_attempts: 20,
+            concurrency: 4,
+        }
+    }
+}
+
+/// A webhook endpoint: a plain URL string (every event) or `{ url, events }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum WebhookUrl {
+    All(String),
+    Filtered {
+        url: String,
+        /// Event kinds (`message.sent`, …); `message.*` for every message event.
+        events: Vec<String>,
+    },
+}
+
+impl WebhookUrl {
+    pub fn url(&self) -> &str {
+        match self {
+            WebhookUrl::All(u) | WebhookUrl::Filtered { url: u, .. } => u,
+        }
+    }
+
+    /// `None`: every kind.
+    pub fn events(&self) -> Option<&[String]> {
+        match self {
+            WebhookUrl::All(_) => None,
+            WebhookUrl::Filtered { events, .. } => Some(events),
+        }
+    }
+}
+
+/// The event kinds a `[webhooks] urls` filter may name.
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "message.sent",
+    "message.delivered",
+    "message.failed",
+    "message.expired",
+    "inbound.received",
+    "modem.state",
+    "message.*",
+];
+
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -230,6 +304,39 @@ impl Config {
         self.pool
             .validate()
             .map_err(|e| bad("pool", e.to_string()))?;
+        let w = &self.webhooks;
+        for (i, u) in w.urls.iter().enumerate() {
+            // Plain http only: the gateway talks to local apps (see docs/config.md).
+            if !u.url().starts_with("http://") || u.url().len() <= "http://".len() {
+                return Err(bad(
+                    &format!("webhooks.urls[{i}]"),
+                    format!("{:?} is not an http:// URL", u.url()),
+                ));
+            }
+            for e in u.events().unwrap_or_default() {
+                if !WEBHOOK_EVENTS.contains(&e.as_str()) {
+                    return Err(bad(
+                        &format!("webhooks.urls[{i}].events"),
+                        format!("unknown event {e:?} (known: {})", WEBHOOK_EVENTS.join(", ")),
+                    ));
+                }
+            }
+        }
+        if w.timeout_ms == 0 {
+            return Err(bad("webhooks.timeout_ms", "must be above 0".into()));
+        }
+        if w.max_attempts == 0 {
+            return Err(bad("webhooks.max_attempts", "must be at least 1".into()));
+        }
+        if w.concurrency == 0 {
+            return Err(bad("webhooks.concurrency", "must be at least 1".into()));
+        }
+        if w.retry_max_ms < w.retry_base_ms {
+            return Err(bad(
+                "webhooks.retry_max_ms",
+                "must be at least webhooks.retry_base_ms".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -289,5 +396,31 @@ ports = ["/dev/gsmgw/*"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("dispatch.max_parts"), "{e}");
+    }
+
+    #[test]
+    fn webhooks_section() {
+        let c = parse(
+            r#"
+[webhooks]
+urls = ["http://127.0.0.1:9000/hook", { url = "http://127.0.0.1:9001/in", events = ["inbound.received"] }]
+secret = "k"
+timeout_ms = 2000
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.urls.len(), 2);
+        assert_eq!(c.webhooks.urls[0].events(), None);
+        assert_eq!(c.webhooks.urls[1].url(), "http://127.0.0.1:9001/in");
+        assert_eq!(c.webhooks.timeout_ms, 2000);
+        assert_eq!(c.webhooks.max_attempts, 20);
+        let e = parse("[webhooks]\nurls = [{ url = \"http://x/\", events = [\"message.sen\"] }]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhooks.urls[0].events"), "{e}");
+        let e = parse("[webhooks]\nurls = [\"ftp://x/\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhooks.urls[0]"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ use crate::modem::{
 use crate::pdu::Tpdu;
 use crate::pool::{ModemStatus, Registration};
 use crate::store::{self, InboundPart, ReportIn, Store, now_ms, to_ms};
+use crate::webhook::Webhooks;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -86,6 +87,9 @@ fn error_source(e: &ModemError) -> &ModemError {
 pub struct StoreSink {
     pub store: Store,
     pub report_window_ms: i64,
+    /// `message.delivered`/`message.failed` and `inbound.received` are written in the
+    /// same store write as the report or the inbox row.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl InboundSink for StoreSink {
@@ -93,6 +97,7 @@ impl InboundSink for StoreSink {
         Box::pin(async move {
             let received_at = to_ms(m.received);
             let window = self.report_window_ms;
+            let hooks = self.webhooks.clone();
             let result = match &m.decoded {
                 Ok(pdu) => match &pdu.tpdu {
                     Tpdu::StatusReport(sr) => {
@@ -108,7 +113,15 @@ impl InboundSink for StoreSink {
                             pdu: m.pdu.clone(),
                         };
                         self.store
-                            .write(move |c| store::record_status_report(c, &r, window, now_ms()))
+                            .write(move |c| {
+                                let now = now_ms();
+                                let matched = store::record_status_report(c, &r, window, now)?;
+                                if let Some(s) = matched.as_ref().and_then(|mt| mt.new_status) {
+                                    let id = matched.as_ref().map_or(0, |mt| mt.message_id);
+                                    hooks.status_event(c, id, s, now)?;
+                                }
+                                Ok(matched)
+                            })
                             .await
                             .map(|matched| {
                                 if let Some(mt) = matched {
@@ -133,7 +146,13 @@ impl InboundSink for StoreSink {
                             received_at,
                         };
                         self.store
-                            .write(move |c| store::insert_inbound(c, &p))
+                            .write(move |c| {
+                                let id = store::insert_inbound(c, &p)?;
+                                if let Some(id) = id {
+                                    hooks.inbound_event(c, id, now_ms())?;
+                                }
+                                Ok(id)
+                            })
                             .await
                             .map(|id| {
                                 if let Some(id) = id {
@@ -156,10 +175,16 @@ impl InboundSink for StoreSink {
                         received_at,
                     };
                     self.store
-                        .write(move |c| store::insert_inbound(c, &p).map(|_| ()))
+                        .write(move |c| {
+                            if let Some(id) = store::insert_inbound(c, &p)? {
+                                hooks.inbound_event(c, id, now_ms())?;
+                            }
+                            Ok(())
+                        })
                         .await
                 }
             };
+            self.webhooks.poke();
             result.map_err(|e| SinkError(e.to_string()))
         })
     }
@@ -194,14 +219,36 @@ pub fn pool_status(name: &str, h: &ModemHandle, enabled: bool) -> ModemStatus {
     }
 }
 
-/// Follows a modem's state, tells the dispatcher, and records its SIM (by ICCID) in the
-/// store when it appears. Ends when the modem task stops.
-pub async fn watch_modem(name: String, h: Arc<ModemHandle>, dispatcher: Dispatcher, store: Store) {
+/// Follows a modem's state, tells the dispatcher, records its SIM (by ICCID) in the
+/// store when it appears, and announces state changes (`modem.state`). Ends when the
+/// modem task stops.
+pub async fn watch_modem(
+    name: String,
+    h: Arc<ModemHandle>,
+    dispatcher: Dispatcher,
+    store: Store,
+    webhooks: Arc<Webhooks>,
+) {
     let mut state = h.watch_state();
     let mut report = h.watch_report();
     let mut last_iccid: Option<String> = None;
     let mut last_status: Option<ModemStatus> = None;
+    let mut last_state: Option<ModemState> = None;
     loop {
+        let current = h.state();
+        if last_state.as_ref() != Some(&current)
+            && webhooks.wants(crate::webhook::EventKind::ModemState)
+        {
+            let (hooks, modem, st) = (webhooks.clone(), name.clone(), current.clone());
+            match store
+                .write(move |c| hooks.modem_state_event(c, &modem, &st, now_ms()))
+                .await
+            {
+                Ok(_) => webhooks.poke(),
+                Err(e) => warn!(modem = %name, error = %e, "could not record a modem.state event"),
+            }
+        }
+        last_state = Some(current);
         let s = pool_status(&name, &h, true);
         if s.iccid.is_some() && s.iccid != last_iccid {
             let report = h.report();

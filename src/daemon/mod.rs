@@ -12,6 +12,7 @@ use crate::modem::{
 };
 use crate::pool::Pool;
 use crate::store::{self, Store, now_ms};
+use crate::webhook::Webhooks;
 use bridge::{ModemOutbound, StoreSink, watch_modem};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -155,6 +156,18 @@ pub async fn serve_until(
         _sim_dir = Some(dir);
     }
 
+    // Webhooks: the worker delivers what earlier runs left in the outbox, too.
+    let secret = std::env::var("GSMGW_WEBHOOK_SECRET")
+        .ok()
+        .or_else(|| cfg.webhooks.secret.clone());
+    let webhooks = Arc::new(Webhooks::from_config(&cfg.webhooks, secret));
+    if webhooks.has_routes() && !webhooks.is_signed() {
+        warn!(
+            "webhooks have no secret ([webhooks] secret or GSMGW_WEBHOOK_SECRET): events go out unsigned"
+        );
+    }
+    let webhook_task = webhooks.start(store.clone())?;
+
     let pool = Pool::new(cfg.pool.clone())?;
     let settings = Settings {
         max_attempts: cfg.dispatch.max_attempts,
@@ -162,6 +175,7 @@ pub async fn serve_until(
         retry_max: Duration::from_millis(cfg.dispatch.retry_max_ms),
         in_flight: cfg.store.in_flight,
         window: cfg.dispatch.queue_window,
+        webhooks: webhooks.clone(),
     };
     let (dispatcher, dispatch_task) = Dispatcher::start(store.clone(), pool, settings).await?;
 
@@ -170,6 +184,7 @@ pub async fn serve_until(
         store: store.clone(),
         report_window_ms: i64::try_from(cfg.dispatch.report_window_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX),
+        webhooks: webhooks.clone(),
     });
     let rejected = {
         let initial = store.read(store::load_rejected_pins).await?;
@@ -230,6 +245,7 @@ pub async fn serve_until(
             h.clone(),
             dispatcher.clone(),
             store.clone(),
+            webhooks.clone(),
         )));
         if let Ok(mut m) = registry.modems.lock() {
             m.push((port.clone(), h.clone()));
@@ -243,6 +259,7 @@ pub async fn serve_until(
     // Incomplete inbound multipart messages are delivered after the timeout.
     let reassembly = {
         let store = store.clone();
+        let webhooks = webhooks.clone();
         let timeout_ms =
             i64::try_from(cfg.dispatch.reassembly_timeout_secs * 1000).unwrap_or(i64::MAX);
         tokio::spawn(async move {
@@ -250,10 +267,18 @@ pub async fn serve_until(
             loop {
                 tick.tick().await;
                 let now = now_ms();
-                match store
-                    .write(move |c| store::expire_reassembly(c, now - timeout_ms, now))
-                    .await
-                {
+                let hooks = webhooks.clone();
+                let r = store
+                    .write(move |c| {
+                        let ids = store::expire_reassembly(c, now - timeout_ms, now)?;
+                        for id in &ids {
+                            hooks.inbound_event(c, *id, now)?;
+                        }
+                        Ok(ids)
+                    })
+                    .await;
+                webhooks.poke();
+                match r {
                     Ok(ids) if !ids.is_empty() => {
                         info!(?ids, "incomplete inbound messages delivered")
                     }
@@ -314,6 +339,18 @@ pub async fn serve_until(
     }
     if let Some(b) = bank {
         b.shutdown().await;
+    }
+    // Attempts in flight finish (each bounded by its timeout) and are recorded; what is
+    // left goes out after the next start.
+    let grace =
+        Duration::from_millis(cfg.webhooks.timeout_ms).saturating_add(Duration::from_secs(5));
+    if tokio::time::timeout(grace, webhook_task.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            "webhook worker did not stop in time; undelivered events go out after the next start"
+        );
     }
     store.close();
     Ok(())

@@ -16,6 +16,7 @@ pub use outbound::{FailureKind, OutPart, Outbound, PartSent, SendFailure, SendJo
 use crate::pdu::{self, Address, SubmitOptions, Validity};
 use crate::pool::{ModemId, ModemStatus, Pool, SelectRequest, Selection, UsageSnapshot};
 use crate::store::{self, InFlightPolicy, MessageRecord, MessageStatus, Store, now_ms};
+use crate::webhook::{EventKind, Webhooks};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -63,6 +64,9 @@ pub struct Settings {
     /// Most queued messages kept in memory; the rest wait in the store and are paged in
     /// as the window drains, so a million queued messages cost no more RAM than this.
     pub window: usize,
+    /// Where status changes are announced: their events are written in the same store
+    /// write as the change (outbox), and the worker is poked after the commit.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl Default for Settings {
@@ -73,6 +77,7 @@ impl Default for Settings {
             retry_max: Duration::from_secs(300),
             in_flight: InFlightPolicy::AtLeastOnce,
             window: 10_000,
+            webhooks: Arc::new(Webhooks::default()),
         }
     }
 }
@@ -200,9 +205,20 @@ impl Dispatcher {
         settings: Settings,
     ) -> Result<(Dispatcher, DispatcherTask), store::StoreError> {
         let policy = settings.in_flight;
+        let hooks = settings.webhooks.clone();
         let reconciled = store
-            .write(move |c| store::reconcile(c, policy, now_ms()))
+            .write(move |c| {
+                let now = now_ms();
+                let done = store::reconcile(c, policy, now)?;
+                for r in done.iter().filter(|r| !r.requeued) {
+                    if let Some(m) = store::get_message(c, r.id)? {
+                        hooks.status_event(c, r.id, m.status, now)?;
+                    }
+                }
+                Ok(done)
+            })
             .await?;
+        settings.webhooks.poke();
         for r in &reconciled {
             if !r.uncertain_parts.is_empty() {
                 warn!(
@@ -524,6 +540,7 @@ impl State {
                 continue;
             }
             self.forget(id);
+            let hooks = self.settings.webhooks.clone();
             let r = self
                 .store
                 .write(move |c| {
@@ -534,9 +551,12 @@ impl State {
                         Some("expired"),
                         Some("not sent before it expired"),
                         now,
-                    )
+                    )?;
+                    hooks.message_event(c, id, EventKind::MessageExpired, now)?;
+                    Ok(())
                 })
                 .await;
+            self.settings.webhooks.poke();
             match r {
                 Ok(()) => {
                     info!(message_id = id, "expired before it could be sent");
@@ -708,6 +728,7 @@ impl State {
     ) {
         self.forget(id);
         let (code_s, msg_s) = (code.to_owned(), message.to_owned());
+        let hooks = self.settings.webhooks.clone();
         let r = self
             .store
             .write(move |c| {
@@ -720,9 +741,12 @@ impl State {
                     Some(&code_s),
                     Some(&msg_s),
                     now,
-                )
+                )?;
+                hooks.message_event(c, id, EventKind::MessageFailed, now)?;
+                Ok(())
             })
             .await;
+        self.settings.webhooks.poke();
         if let Err(e) = r {
             warn!(message_id = id, error = %e, "could not mark failed");
         }
@@ -766,13 +790,18 @@ impl State {
             Ok(()) if q.sent_seqs.len() as u32 >= q.parts_total => {
                 self.forget(d.id);
                 let (id, attempt) = (d.id, d.attempt);
+                let hooks = self.settings.webhooks.clone();
                 let r = self
                     .store
                     .write(move |c| {
                         store::finish_attempt(c, attempt, "sent", None, None, now)?;
-                        store::mark_sent(c, id, now)
+                        store::mark_sent(c, id, now)?;
+                        // Even if a status report already made it `delivered`: it was sent.
+                        hooks.message_event(c, id, EventKind::MessageSent, now)?;
+                        Ok(())
                     })
                     .await;
+                self.settings.webhooks.poke();
                 if let Err(e) = r {
                     warn!(message_id = d.id, error = %e, "could not mark sent");
                 }
@@ -828,14 +857,18 @@ impl State {
             };
             self.forget(id);
             let (code, msg) = (f.code.clone(), f.message.clone());
+            let hooks = self.settings.webhooks.clone();
             let r = self
                 .store
                 .write(move |c| {
                     let outcome = if permanent { "permanent" } else { "temporary" };
                     store::finish_attempt(c, attempt, outcome, Some(&code), Some(&msg), now)?;
-                    store::set_status(c, id, status, Some(&code), Some(&msg), now)
+                    store::set_status(c, id, status, Some(&code), Some(&msg), now)?;
+                    hooks.status_event(c, id, status, now)?;
+                    Ok(())
                 })
                 .await;
+            self.settings.webhooks.poke();
             if let Err(e) = r {
                 warn!(message_id = id, error = %e, "could not record the failure");
             }

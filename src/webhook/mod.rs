@@ -1,0 +1,610 @@
+//! Webhooks: which events go where, what they say, how they are signed, and the worker
+//! that delivers them.
+//!
+//! It owns the event kinds (`message.sent`, `message.delivered`, `message.failed`,
+//! `message.expired`, `inbound.received`, `modem.state`), the routing (configured URLs,
+//! optionally filtered by kind, plus a message's own `callback_url` for its `message.*`
+//! events), the payloads (never a message body: message events carry metadata only, so
+//! neither a masked body nor an OTP code can leak), the HMAC-SHA256 signature, and the
+//! delivery worker.
+//!
+//! Events are written by the callers *inside* the store write that makes the change
+//! ([`Webhooks::message_event`] and friends take the transaction's connection), so the
+//! outbox (`events` table, [`crate::store::enqueue_event`]) never disagrees with the
+//! state. After the commit the caller calls [`Webhooks::poke`], which wakes the worker;
+//! otherwise the worker sleeps until the next persisted retry time — it never polls.
+//! Delivery is at-least-once: a crash between a 2xx and recording it resends, so
+//! receivers dedupe on the event id (`X-Gsmgw-Event-Id`, also `id` in the body).
+
+use crate::config::WebhooksConfig;
+use crate::modem::ModemState;
+use crate::store::{self, EventRow, GAVE_UP, MessageRecord, MessageStatus, Store, now_ms};
+use hmac::{Hmac, KeyInit, Mac};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, warn};
+
+/// The webhook layer's errors.
+#[derive(Debug, Error)]
+pub enum WebhookError {
+    #[error("cannot build the webhook HTTP client: {0}")]
+    Client(String),
+}
+
+/// What happened; the `type` of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    MessageSent,
+    MessageDelivered,
+    MessageFailed,
+    MessageExpired,
+    InboundReceived,
+    ModemState,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MessageSent => "message.sent",
+            Self::MessageDelivered => "message.delivered",
+            Self::MessageFailed => "message.failed",
+            Self::MessageExpired => "message.expired",
+            Self::InboundReceived => "inbound.received",
+            Self::ModemState => "modem.state",
+        }
+    }
+
+    /// The event a message status change announces (intermediate states announce none).
+    pub fn for_status(s: MessageStatus) -> Option<EventKind> {
+        match s {
+            MessageStatus::Sent => Some(Self::MessageSent),
+            MessageStatus::Delivered => Some(Self::MessageDelivered),
+            MessageStatus::Failed => Some(Self::MessageFailed),
+            MessageStatus::Expired => Some(Self::MessageExpired),
+            _ => None,
+        }
+    }
+
+    fn is_message(self) -> bool {
+        self.as_str().starts_with("message.")
+    }
+}
+
+/// A configured endpoint and the kinds it wants (`None`: all).
+#[derive(Debug, Clone)]
+struct Route {
+    url: String,
+    events: Option<Vec<String>>,
+}
+
+impl Route {
+    fn wants(&self, kind: EventKind) -> bool {
+        self.events.as_ref().is_none_or(|list| {
+            list.iter()
+                .any(|e| e == kind.as_str() || (e == "message.*" && kind.is_message()))
+        })
+    }
+}
+
+/// Delivery policy (from `[webhooks]`).
+#[derive(Clone)]
+pub struct Delivery {
+    pub secret: Option<String>,
+    pub timeout: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub max_attempts: u32,
+    pub concurrency: usize,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        let c = WebhooksConfig::default();
+        Delivery {
+            secret: None,
+            timeout: Duration::from_millis(c.timeout_ms),
+            retry_base: Duration::from_millis(c.retry_base_ms),
+            retry_max: Duration::from_millis(c.retry_max_ms),
+            max_attempts: c.max_attempts,
+            concurrency: c.concurrency,
+        }
+    }
+}
+
+/// Routing plus the worker's wake-up; shared (in an `Arc`) by everything that emits.
+#[derive(Default)]
+pub struct Webhooks {
+    routes: Vec<Route>,
+    delivery: Delivery,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("Webhooks")
+            .field("routes", &self.routes)
+            .field("signed", &self.delivery.secret.is_some())
+            .finish()
+    }
+}
+
+impl Webhooks {
+    /// From the config; `secret` is the effective one (environment or file).
+    pub fn from_config(cfg: &WebhooksConfig, secret: Option<String>) -> Webhooks {
+        Webhooks {
+            routes: cfg
+                .urls
+                .iter()
+                .map(|u| Route {
+                    url: u.url().to_owned(),
+                    events: u.events().map(<[String]>::to_vec),
+                })
+                .collect(),
+            delivery: Delivery {
+                secret: secret.filter(|s| !s.is_empty()),
+                timeout: Duration::from_millis(cfg.timeout_ms),
+                retry_base: Duration::from_millis(cfg.retry_base_ms),
+                retry_max: Duration::from_millis(cfg.retry_max_ms),
+                max_attempts: cfg.max_attempts,
+                concurrency: cfg.concurrency.max(1),
+            },
+            wake: Notify::new(),
+        }
+    }
+
+    /// Whether any configured URL wants `kind` (callers skip a store write otherwise).
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.routes.iter().any(|r| r.wants(kind))
+    }
+
+    pub fn is_signed(&self) -> bool {
+        self.delivery.secret.is_some()
+    }
+
+    pub fn has_routes(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    fn urls_for(&self, kind: EventKind, callback: Option<&str>) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.wants(kind))
+            .map(|r| r.url.clone())
+            .collect();
+        if kind.is_message()
+            && let Some(cb) = callback.filter(|c| !c.is_empty())
+        {
+            urls.push(cb.to_owned());
+        }
+        urls
+    }
+
+    /// Wakes the worker: call after the commit of a write that may have enqueued events.
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Enqueues `kind` for message `id` as it now is in this transaction; `None` when the
+    /// message is gone or nobody listens.
+    pub fn message_event(
+        &self,
+        conn: &Connection,
+        id: i64,
+        kind: EventKind,
+        now: i64,
+    ) -> store::Result<Option<String>> {
+        let Some(m) = store::get_message(conn, id)? else {
+            return Ok(None);
+        };
+        let urls = self.urls_for(kind, m.callback_url.as_deref());
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        store::enqueue_event(conn, kind.as_str(), &message_data(&m), &urls, now)
+    }
+
+    /// [`Webhooks::message_event`] for a status change (no event for intermediate ones).
+    pub fn status_event(
+        &self,
+        conn: &Connection,
+        id: i64,
+        status: MessageStatus,
+        now: i64,
+    ) -> store::Result<Option<String>> {
+        match EventKind::for_status(status) {
+            Some(kind) => self.message_event(conn, id, kind, now),
+            None => Ok(None),
+        }
+    }
+
+    /// Enqueues `inbound.received` for an inbox row created in this transaction.
+    pub fn inbound_event(
+        &self,
+        conn: &Connection,
+        inbox_id: i64,
+        now: i64,
+    ) -> store::Result<Option<String>> {
+        let urls = self.urls_for(EventKind::InboundReceived, None);
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        let Some(m) = store::get_inbox(conn, inbox_id)? else {
+            return Ok(None);
+        };
+        let data = json!({
+            "id": m.id,
+            "from": m.sender,
+            "text": m.text,
+            "sim": m.sim,
+            "modem": m.modem,
+            "received_at": rfc3339(m.received_at),
+            "sent_at": m.sent_at,
+            "parts": m.parts_total,
+            "parts_received": m.parts_received,
+            "complete": m.complete,
+        });
+        store::enqueue_event(conn, EventKind::InboundReceived.as_str(), &data, &urls, now)
+    }
+
+    /// Enqueues `modem.state`.
+    pub fn modem_state_event(
+        &self,
+        conn: &Connection,
+        modem: &str,
+        state: &ModemState,
+        now: i64,
+    ) -> store::Result<Option<String>> {
+        let urls = self.urls_for(EventKind::ModemState, None);
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        let (name, reason) = modem_state_parts(state);
+        let data = json!({"modem": modem, "state": name, "reason": reason});
+        store::enqueue_event(conn, EventKind::ModemState.as_str(), &data, &urls, now)
+    }
+
+    /// Starts the delivery worker; stop it with [`WebhookTask::shutdown`].
+    pub fn start(self: &Arc<Self>, store: Store) -> Result<WebhookTask, WebhookError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("gsmgw/", env!("CARGO_PKG_VERSION")))
+            // A redirect is not a delivery: the receiver must answer 2xx itself.
+            .redirect(reqwest::redirect::Policy::none())
+            // Receivers are local apps; a system proxy would only get in the way.
+            .no_proxy()
+            .build()
+            .map_err(|e| WebhookError::Client(e.to_string()))?;
+        let stop = Arc::new(Notify::new());
+        let worker = Worker {
+            hooks: self.clone(),
+            store,
+            client,
+            stop: stop.clone(),
+        };
+        Ok(WebhookTask {
+            join: tokio::spawn(worker.run()),
+            stop,
+        })
+    }
+}
+
+/// The running worker.
+pub struct WebhookTask {
+    join: JoinHandle<()>,
+    stop: Arc<Notify>,
+}
+
+impl WebhookTask {
+    /// Starts no new attempt, lets those in flight finish (each bounded by the
+    /// timeout) and records them; rows not yet delivered go out after the next start.
+    pub async fn shutdown(self) {
+        self.stop.notify_one();
+        let _ = self.join.await;
+    }
+}
+
+/// A message event's `data`: metadata only, never the body.
+fn message_data(m: &MessageRecord) -> Value {
+    json!({
+        "id": m.id,
+        "status": m.status.as_str(),
+        "to": m.to,
+        "tags": m.tags,
+        "parts": m.parts_total,
+        "error": m.error,
+        "error_code": m.error_code,
+        "sim": m.sim,
+        "modem": m.modem,
+        "attempts": m.attempts,
+        "possible_duplicate": m.possible_duplicate,
+        "created_at": rfc3339(m.created_at),
+        "updated_at": rfc3339(m.updated_at),
+    })
+}
+
+fn modem_state_parts(s: &ModemState) -> (&'static str, Option<&str>) {
+    match s {
+        ModemState::Starting => ("starting", None),
+        ModemState::Ready => ("ready", None),
+        ModemState::Degraded(r) => ("degraded", Some(r)),
+        ModemState::SimLocked(r) => ("sim_locked", Some(r)),
+        ModemState::Recovering(r) => ("recovering", Some(r)),
+        ModemState::Offline(r) => ("offline", Some(r)),
+        ModemState::Quarantined(r) => ("quarantined", Some(r)),
+        ModemState::Stopped => ("stopped", None),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(store::from_ms(ms)).to_string()
+}
+
+/// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, the `X-Gsmgw-Signature` value.
+/// The timestamp is signed with the body so a captured request cannot be replayed later
+/// under a fresh timestamp.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = hmac_for(secret);
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(3 + tag.len() * 2);
+    out.push_str("v1=");
+    for b in tag.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Checks an `X-Gsmgw-Signature` value in constant time (for receivers written in Rust,
+/// and the tests).
+pub fn verify(secret: &[u8], timestamp: &str, body: &[u8], header: &str) -> bool {
+    let Some(hex) = header.strip_prefix("v1=") else {
+        return false;
+    };
+    let Some(tag) = decode_hex(hex) else {
+        return false;
+    };
+    let mut mac = hmac_for(secret);
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&tag).is_ok()
+}
+
+fn hmac_for(secret: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length (long ones are hashed), so this cannot fail; the
+    // fallback only satisfies the type.
+    <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()))
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The delay before the next try after `attempts` failed ones: `base · 2^(attempts−1)`,
+/// capped at `max`.
+pub fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
+    let exp = attempts.saturating_sub(1).min(30);
+    base.saturating_mul(1u32 << exp).min(max)
+}
+
+/// How one attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    /// Worth trying again (non-2xx, timeout, connection refused...).
+    Retry(String),
+    /// Will never work (a URL this build cannot post to).
+    Permanent(String),
+}
+
+struct Worker {
+    hooks: Arc<Webhooks>,
+    store: Store,
+    client: reqwest::Client,
+    stop: Arc<Notify>,
+}
+
+impl Worker {
+    async fn run(self) {
+        let d = self.hooks.delivery.clone();
+        // Rows being posted, by the task posting them.
+        let mut in_flight: HashMap<tokio::task::Id, i64> = HashMap::new();
+        let mut tasks: JoinSet<(EventRow, Outcome)> = JoinSet::new();
+        let mut stopping = false;
+        info!(
+            urls = self.hooks.routes.len(),
+            signed = d.secret.is_some(),
+            "webhook worker started"
+        );
+        loop {
+            let mut next_due = None;
+            if !stopping && in_flight.len() < d.concurrency {
+                let now = now_ms();
+                // Twice the concurrency: rows in flight are still "due" and skipped.
+                let limit = u32::try_from(d.concurrency * 2).unwrap_or(u32::MAX);
+                match self
+                    .store
+                    .read(move |c| store::due_events(c, now, limit))
+                    .await
+                {
+                    Ok(rows) => {
+                        for row in rows {
+                            if in_flight.len() >= d.concurrency {
+                                break;
+                            }
+                            if in_flight.values().any(|r| *r == row.id) {
+                                continue;
+                            }
+                            let row_id = row.id;
+                            let (client, secret) = (self.client.clone(), d.secret.clone());
+                            let timeout = d.timeout;
+                            let handle = tasks.spawn(async move {
+                                let o = attempt(&client, &row, secret.as_deref(), timeout).await;
+                                (row, o)
+                            });
+                            in_flight.insert(handle.id(), row_id);
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot read the webhook outbox"),
+                }
+                if in_flight.len() < d.concurrency {
+                    next_due = self
+                        .store
+                        .read(move |c| store::next_event_due(c, now))
+                        .await
+                        .unwrap_or_else(|e| {
+                            warn!(error = %e, "cannot read the webhook outbox");
+                            // Try again in a while rather than never.
+                            Some(now + 5_000)
+                        });
+                }
+            }
+            if stopping && tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(done) = tasks.join_next_with_id() => {
+                    match done {
+                        Ok((task, (row, outcome))) => {
+                            in_flight.remove(&task);
+                            self.record(&d, row, outcome).await;
+                        }
+                        Err(e) => {
+                            // Only on a panic; the row stays due and is picked up again.
+                            warn!(error = %e, "webhook attempt task failed");
+                            in_flight.remove(&e.id());
+                        }
+                    }
+                }
+                _ = self.hooks.wake.notified(), if !stopping => {}
+                _ = self.stop.notified(), if !stopping => stopping = true,
+                _ = sleep_until_ms(next_due), if next_due.is_some() && !stopping => {}
+            }
+        }
+        debug!("webhook worker stopped");
+    }
+
+    async fn record(&self, d: &Delivery, row: EventRow, outcome: Outcome) {
+        let now = now_ms();
+        let id = row.id;
+        let attempts = row.attempts + 1;
+        let url = redact(&row.url);
+        let r = match outcome {
+            Outcome::Delivered => {
+                debug!(row = id, kind = %row.kind, url = %url, attempts, "webhook delivered");
+                self.store
+                    .write(move |c| store::mark_delivered(c, id, now))
+                    .await
+            }
+            Outcome::Retry(error) if attempts < d.max_attempts => {
+                let delay = backoff(d.retry_base, d.retry_max, attempts);
+                let next = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                info!(row = id, kind = %row.kind, url = %url, attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "webhook attempt failed");
+                self.store
+                    .write(move |c| store::schedule_event_retry(c, id, next, &error))
+                    .await
+            }
+            Outcome::Retry(error) | Outcome::Permanent(error) => {
+                warn!(row = id, kind = %row.kind, url = %url, attempts, error = %error, "webhook given up");
+                self.store
+                    .write(move |c| store::schedule_event_retry(c, id, GAVE_UP, &error))
+                    .await
+            }
+        };
+        if let Err(e) = r {
+            warn!(row = id, error = %e, "cannot record a webhook attempt");
+        }
+    }
+}
+
+/// One POST of one row.
+async fn attempt(
+    client: &reqwest::Client,
+    row: &EventRow,
+    secret: Option<&str>,
+    timeout: Duration,
+) -> Outcome {
+    if !row.url.starts_with("http://") {
+        return Outcome::Permanent("only http:// URLs are supported".into());
+    }
+    let event_id = serde_json::from_str::<Value>(&row.payload)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let ts = now_ms() / 1000;
+    let mut req = client
+        .post(&row.url)
+        .timeout(timeout)
+        .header("Content-Type", "application/json")
+        .header("X-Gsmgw-Event-Id", event_id)
+        .header("X-Gsmgw-Event-Type", row.kind.as_str())
+        .header("X-Gsmgw-Timestamp", ts.to_string());
+    if let Some(s) = secret {
+        req = req.header(
+            "X-Gsmgw-Signature",
+            signature(s.as_bytes(), ts, row.payload.as_bytes()),
+        );
+    }
+    match req.body(row.payload.clone()).send().await {
+        Ok(resp) if resp.status().is_success() => Outcome::Delivered,
+        Ok(resp) => Outcome::Retry(format!("HTTP {}", resp.status().as_u16())),
+        Err(e) if e.is_timeout() => {
+            Outcome::Retry(format!("timed out after {} ms", timeout.as_millis()))
+        }
+        Err(e) if e.is_builder() => Outcome::Permanent(e.without_url().to_string()),
+        Err(e) => Outcome::Retry(error_chain(&e.without_url())),
+    }
+}
+
+/// reqwest's top-level message is generic ("error sending request"); the cause says
+/// what happened (connection refused, reset...).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// A URL for logs: no query string or credentials (callback URLs may carry tokens).
+fn redact(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = no_query.split_once("://") else {
+        return no_query.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if path.is_empty() && !rest.contains('/') {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}/{path}")
+    }
+}
+
+async fn sleep_until_ms(at: Option<i64>) {
+    let wait = at.map_or(0, |t| t.saturating_sub(now_ms()).max(0));
+    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+}
+
+#[cfg(test)]
+mod tests;
