@@ -1,20 +1,32 @@
-//! The HTTP API (axum): JSON under `/v1`, bearer-token auth, one error shape. It owns
+//! The HTTP API (axum): JSON under `/v1`, bearer tokens with scopes and rate limits, one
+//! error shape, and the OpenAPI document describing it (`GET /openapi.json`). It owns
 //! request validation — nothing is stored for a rejected request — and answers 202
 //! only once a message is committed to the store.
 
+mod auth;
+mod body;
 mod error;
 mod messages;
+mod misc;
+mod number;
+pub mod openapi;
+mod otp;
+mod templates;
 
+pub use auth::{ApiToken, RateLimiter, Scope, ct_eq, sha256};
 pub use error::ApiError;
 
+use crate::config::{OptOutConfig, OtpConfig, RateLimitConfig};
 use crate::dispatch::Dispatcher;
 use crate::store::Store;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// Request bodies larger than this are refused with 413.
@@ -26,25 +38,56 @@ pub struct AppState {
     pub store: Store,
     pub dispatcher: Dispatcher,
     pub settings: Arc<ApiSettings>,
-    /// Modem states for `/readyz` and `/v1/modems`.
+    /// Modem states for `/readyz` and `/v1/modems`, and modem actions.
     pub modems: Arc<dyn ModemsView>,
+    /// Per-token request budgets.
+    pub limiter: Arc<RateLimiter>,
 }
 
-/// The daemon's modems, as the API shows them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The daemon's modems, as the API shows and steers them.
 pub trait ModemsView: Send + Sync + 'static {
     /// One JSON object per modem.
     fn modems(&self) -> Vec<serde_json::Value>;
     /// How many can send now.
     fn ready_count(&self) -> usize;
+    /// `enable`, `disable` or `reset` a modem; `None` if there is no such modem.
+    fn action<'a>(
+        &'a self,
+        _id: &'a str,
+        _action: &'a str,
+    ) -> BoxFuture<'a, Option<Result<serde_json::Value, String>>> {
+        Box::pin(async { None })
+    }
+    /// Runs a USSD code on the modem holding `iccid`; `None` if no modem holds it.
+    fn ussd<'a>(
+        &'a self,
+        _iccid: &'a str,
+        _code: &'a str,
+    ) -> BoxFuture<'a, Option<Result<serde_json::Value, String>>> {
+        Box::pin(async { None })
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    /// Accepted bearer tokens (any scope).
-    pub tokens: Vec<String>,
+    /// Accepted bearer tokens.
+    pub tokens: Vec<ApiToken>,
     pub max_parts: u32,
     /// Tolerance for a `send_at` slightly in the past (clock skew).
     pub send_at_tolerance_ms: i64,
+    /// Region for national numbers (`http.default_region`).
+    pub default_region: Option<phonenumber::country::Id>,
+    /// Refuse numbers that cannot take SMS (`http.require_mobile`).
+    pub require_mobile: bool,
+    /// Per-token default (`http.rate_limit`).
+    pub rate_limit: RateLimitConfig,
+    /// ICCIDs named in the config (`pool.sims`); with the SIMs seen in modems, the only
+    /// ones a message may be pinned to.
+    pub known_sims: Vec<String>,
+    pub otp: OtpConfig,
+    pub optout: OptOutConfig,
 }
 
 impl Default for ApiSettings {
@@ -53,53 +96,190 @@ impl Default for ApiSettings {
             tokens: Vec::new(),
             max_parts: 10,
             send_at_tolerance_ms: 60_000,
+            default_region: None,
+            require_mobile: true,
+            rate_limit: RateLimitConfig::default(),
+            known_sims: Vec::new(),
+            otp: OtpConfig::default(),
+            optout: OptOutConfig::default(),
         }
     }
+}
+
+impl ApiSettings {
+    /// The API's settings from the config file, plus plain tokens (`GSMGW_API_TOKEN`,
+    /// `http.token`), which get every scope.
+    pub fn from_config(cfg: &crate::config::Config, plain_tokens: &[String]) -> ApiSettings {
+        let mut tokens: Vec<ApiToken> = plain_tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ApiToken::plain(&format!("plain-{i}"), t))
+            .collect();
+        tokens.extend(cfg.http.tokens.iter().filter_map(ApiToken::from_config));
+        ApiSettings {
+            tokens,
+            max_parts: cfg.dispatch.max_parts,
+            send_at_tolerance_ms: i64::try_from(
+                cfg.http.send_at_tolerance_secs.saturating_mul(1000),
+            )
+            .unwrap_or(i64::MAX),
+            default_region: cfg
+                .http
+                .default_region
+                .as_deref()
+                .and_then(|r| r.parse().ok()),
+            require_mobile: cfg.http.require_mobile,
+            rate_limit: cfg.http.rate_limit,
+            known_sims: cfg.pool.sims.iter().map(|s| s.iccid.clone()).collect(),
+            otp: cfg.otp.clone(),
+            optout: cfg.optout.clone(),
+        }
+    }
+}
+
+/// Who is calling (set by the auth layer for every `/v1` route).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name: scopes idempotency keys and rate limits.
+    pub token: String,
+}
+
+/// Every route: method, path, the scope it needs (`None`: any valid token; the public
+/// routes are listed with `public`). The OpenAPI test checks each is documented.
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Public),
+    ("GET", "/readyz", Access::Public),
+    ("GET", "/openapi.json", Access::Public),
+    ("POST", "/v1/messages", Access::Scope(Scope::Send)),
+    ("GET", "/v1/messages", Access::Scope(Scope::Read)),
+    ("POST", "/v1/messages/batch", Access::Scope(Scope::Send)),
+    ("GET", "/v1/messages/{id}", Access::Scope(Scope::Read)),
+    ("DELETE", "/v1/messages/{id}", Access::Scope(Scope::Send)),
+    ("GET", "/v1/inbox", Access::Scope(Scope::Read)),
+    ("GET", "/v1/modems", Access::Scope(Scope::Read)),
+    (
+        "POST",
+        "/v1/modems/{id}/{action}",
+        Access::Scope(Scope::Admin),
+    ),
+    ("GET", "/v1/sims", Access::Scope(Scope::Read)),
+    ("POST", "/v1/sims/{iccid}/ussd", Access::Scope(Scope::Admin)),
+    ("POST", "/v1/estimate", Access::AnyToken),
+    ("GET", "/v1/templates", Access::Scope(Scope::Read)),
+    ("POST", "/v1/templates", Access::Scope(Scope::Admin)),
+    ("GET", "/v1/templates/{name}", Access::Scope(Scope::Read)),
+    ("PUT", "/v1/templates/{name}", Access::Scope(Scope::Admin)),
+    (
+        "DELETE",
+        "/v1/templates/{name}",
+        Access::Scope(Scope::Admin),
+    ),
+    ("POST", "/v1/otp", Access::Scope(Scope::Send)),
+    ("POST", "/v1/otp/{id}/verify", Access::Scope(Scope::Send)),
+    ("GET", "/v1/suppressions", Access::Scope(Scope::Admin)),
+    (
+        "PUT",
+        "/v1/suppressions/{number}",
+        Access::Scope(Scope::Admin),
+    ),
+    (
+        "DELETE",
+        "/v1/suppressions/{number}",
+        Access::Scope(Scope::Admin),
+    ),
+];
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    AnyToken,
+    Scope(Scope),
+}
+
+fn access_of(method: &str, path: &str) -> Access {
+    ROUTES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+        .map_or(Access::Scope(Scope::Admin), |r| r.2)
 }
 
 /// The router; tests drive it with `tower::ServiceExt::oneshot`, the daemon serves it.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/v1/messages", axum::routing::post(messages::create))
+        .route("/v1/messages", post(messages::create).get(messages::list))
+        .route("/v1/messages/batch", post(messages::batch))
         .route(
             "/v1/messages/{id}",
             get(messages::get_one).delete(messages::cancel),
         )
+        .route("/v1/inbox", get(misc::inbox))
         .route("/v1/modems", get(modems))
+        .route("/v1/modems/{id}/{action}", post(modem_action))
+        .route("/v1/sims", get(misc::sims))
+        .route("/v1/sims/{iccid}/ussd", post(ussd))
+        .route("/v1/estimate", post(misc::estimate))
+        .route(
+            "/v1/templates",
+            get(templates::list).post(templates::create),
+        )
+        .route(
+            "/v1/templates/{name}",
+            get(templates::get_one)
+                .put(templates::update)
+                .delete(templates::delete),
+        )
+        .route("/v1/otp", post(otp::create))
+        .route("/v1/otp/{id}/verify", post(otp::verify))
+        .route("/v1/suppressions", get(misc::suppressions))
+        .route(
+            "/v1/suppressions/{number}",
+            axum::routing::put(misc::suppress).delete(misc::unsuppress),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
         .merge(v1)
+        .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
-/// Constant-time comparison, so response timing does not leak a token's prefix.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+async fn openapi_json() -> Response {
+    axum::Json(openapi::document()).into_response()
 }
 
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Authenticates the bearer token, checks the route's scope, then the token's rate.
+async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let ok = presented.is_some_and(|p| {
-        state
-            .settings
-            .tokens
-            .iter()
-            .fold(false, |acc, t| acc | ct_eq(p.as_bytes(), t.as_bytes()))
-    });
-    if !ok {
+    let Some(token) = presented.and_then(|p| auth::authenticate(&state.settings.tokens, p)) else {
         return ApiError::unauthorized().into_response();
+    };
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    match access_of(req.method().as_str(), &path) {
+        Access::Scope(s) if !token.allows(s) => {
+            return ApiError::forbidden(s.as_str()).into_response();
+        }
+        _ => {}
     }
+    let limit = token.rate_limit.unwrap_or(state.settings.rate_limit);
+    if let Err(wait) = state.limiter.check(&token.name, limit) {
+        return auth::rate_limited(wait).into_response();
+    }
+    req.extensions_mut().insert(Caller {
+        token: token.name.clone(),
+    });
     next.run(req).await
 }
 
@@ -127,6 +307,60 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn modems(State(state): State<AppState>) -> Response {
     axum::Json(state.modems.modems()).into_response()
+}
+
+async fn modem_action(
+    State(state): State<AppState>,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if !matches!(action.as_str(), "enable" | "disable" | "reset") {
+        return Err(ApiError::not_found("modem action (enable, disable, reset)"));
+    }
+    match state.modems.action(&id, &action).await {
+        None => Err(ApiError::not_found("modem")),
+        Some(Ok(v)) => Ok(axum::Json(v).into_response()),
+        Some(Err(e)) => Err(ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "modem_error",
+            e,
+        )),
+    }
+}
+
+async fn ussd(
+    State(state): State<AppState>,
+    axum::extract::Path(iccid): axum::extract::Path<String>,
+    body: body::JsonBody,
+) -> Result<Response, ApiError> {
+    let code = body::Fields(body.object(&["code"])?)
+        .required_str("code")?
+        .trim()
+        .to_owned();
+    if code.is_empty()
+        || code.len() > 32
+        || !code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+    {
+        return Err(ApiError::field(
+            "code",
+            "invalid_ussd",
+            "a USSD code is digits, * and # (e.g. *100#)",
+        ));
+    }
+    match state.modems.ussd(&iccid, &code).await {
+        None => Err(ApiError::field(
+            "iccid",
+            "unknown_sim",
+            "no modem holds a SIM with this ICCID",
+        )),
+        Some(Ok(v)) => Ok(axum::Json(v).into_response()),
+        Some(Err(e)) => Err(ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "modem_error",
+            e,
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,33 @@ impl ModemsView for NoModems {
     }
 }
 
+/// Tokens: `s3cret` (every scope, the plain kind), `sender` (send), `reader` (read),
+/// `slow` (send, 2 requests then 429).
+fn settings() -> ApiSettings {
+    let scoped = |name: &str, scopes: Vec<Scope>| ApiToken {
+        name: name.into(),
+        sha256: sha256(name.as_bytes()),
+        scopes,
+        rate_limit: None,
+    };
+    ApiSettings {
+        tokens: vec![
+            ApiToken::plain("plain", "s3cret"),
+            scoped("sender", vec![Scope::Send]),
+            scoped("reader", vec![Scope::Read]),
+            ApiToken {
+                rate_limit: Some(crate::config::RateLimitConfig {
+                    per_second: 0.01,
+                    burst: 2,
+                }),
+                ..scoped("slow", vec![Scope::Send])
+            },
+        ],
+        known_sims: vec!["89490200001234567890".into()],
+        ..ApiSettings::default()
+    }
+}
+
 async fn app() -> (tempfile::TempDir, Store, Router) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("api.db")).unwrap();
@@ -31,11 +58,9 @@ async fn app() -> (tempfile::TempDir, Store, Router) {
     let state = AppState {
         store: store.clone(),
         dispatcher,
-        settings: Arc::new(ApiSettings {
-            tokens: vec!["s3cret".into()],
-            ..ApiSettings::default()
-        }),
+        settings: Arc::new(settings()),
         modems: Arc::new(NoModems),
+        limiter: Arc::default(),
     };
     (dir, store, router(state))
 }
@@ -73,7 +98,9 @@ fn rows(store: &Store) -> i64 {
     store
         .read_blocking(|c| {
             Ok(c.query_row(
-                "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM parts)",
+                "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM parts) \
+                 + (SELECT COUNT(*) FROM otps) + (SELECT COUNT(*) FROM idempotency) \
+                 + (SELECT COUNT(*) FROM suppressions)",
                 [],
                 |r| r.get(0),
             )?)

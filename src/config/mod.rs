@@ -2,6 +2,10 @@
 //! and validation. Errors name the file, the line and the key, so an operator can fix
 //! a typo without reading source code. Unknown keys are errors, not silently ignored.
 
+mod api;
+
+pub use api::{OptOutConfig, OtpConfig, RateLimitConfig, SCOPES, TokenConfig};
+
 use crate::pool::PoolConfig;
 use crate::store::InFlightPolicy;
 use serde::Deserialize;
@@ -39,6 +43,8 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http: HttpConfig,
+    pub otp: OtpConfig,
+    pub optout: OptOutConfig,
     pub store: StoreConfig,
     pub modems: ModemsConfig,
     pub dispatch: DispatchConfig,
@@ -54,6 +60,19 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// A bearer token accepted for every scope (also `GSMGW_API_TOKEN`).
     pub token: Option<String>,
+    /// Scoped tokens, kept as SHA-256 hashes (`gsmgw token new`).
+    pub tokens: Vec<TokenConfig>,
+    /// Region (ISO 3166, `"DE"`) for national numbers such as `0170 1234567`; without
+    /// it only international numbers (`+49…`) are accepted.
+    pub default_region: Option<String>,
+    /// Refuse numbers the metadata says cannot receive SMS (fixed-line only, toll-free,
+    /// premium, shared-cost, short codes…). Where the metadata cannot tell fixed from
+    /// mobile (e.g. the US) the number is accepted.
+    pub require_mobile: bool,
+    /// How far in the past `send_at` may be (clock skew) before 400 `in_the_past`.
+    pub send_at_tolerance_secs: u64,
+    /// Per token.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for HttpConfig {
@@ -61,6 +80,11 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            tokens: Vec::new(),
+            default_region: None,
+            require_mobile: true,
+            send_at_tolerance_secs: 60,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -304,6 +328,7 @@ impl Config {
         self.pool
             .validate()
             .map_err(|e| bad("pool", e.to_string()))?;
+        api::validate(&self.http, &self.otp).map_err(|(k, m)| bad(&k, m))?;
         let w = &self.webhooks;
         for (i, u) in w.urls.iter().enumerate() {
             // Plain http only: the gateway talks to local apps (see docs/config.md).

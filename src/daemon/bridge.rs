@@ -90,6 +90,8 @@ pub struct StoreSink {
     /// `message.delivered`/`message.failed` and `inbound.received` are written in the
     /// same store write as the report or the inbox row.
     pub webhooks: Arc<Webhooks>,
+    /// Opt-out keywords, applied in the inbound message's own write.
+    pub optout: Option<Arc<store::OptOutKeywords>>,
 }
 
 impl InboundSink for StoreSink {
@@ -98,6 +100,7 @@ impl InboundSink for StoreSink {
             let received_at = to_ms(m.received);
             let window = self.report_window_ms;
             let hooks = self.webhooks.clone();
+            let optout = self.optout.clone();
             let result = match &m.decoded {
                 Ok(pdu) => match &pdu.tpdu {
                     Tpdu::StatusReport(sr) => {
@@ -150,6 +153,9 @@ impl InboundSink for StoreSink {
                                 let id = store::insert_inbound(c, &p)?;
                                 if let Some(id) = id {
                                     hooks.inbound_event(c, id, now_ms())?;
+                                    if let Some(k) = &optout {
+                                        store::apply_opt_out(c, id, k, now_ms())?;
+                                    }
                                 }
                                 Ok(id)
                             })

@@ -185,6 +185,12 @@ pub async fn serve_until(
         report_window_ms: i64::try_from(cfg.dispatch.report_window_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX),
         webhooks: webhooks.clone(),
+        optout: cfg.optout.enabled.then(|| {
+            Arc::new(store::OptOutKeywords {
+                stop: cfg.optout.stop_keywords.clone(),
+                start: cfg.optout.start_keywords.clone(),
+            })
+        }),
     });
     let rejected = {
         let initial = store.read(store::load_rejected_pins).await?;
@@ -292,12 +298,9 @@ pub async fn serve_until(
     let state = AppState {
         store: store.clone(),
         dispatcher: dispatcher.clone(),
-        settings: Arc::new(ApiSettings {
-            tokens: opts.tokens.clone(),
-            max_parts: cfg.dispatch.max_parts,
-            ..ApiSettings::default()
-        }),
+        settings: Arc::new(ApiSettings::from_config(cfg, &opts.tokens)),
         modems: registry.clone(),
+        limiter: Arc::default(),
     };
     let listen = opts.listen.unwrap_or(cfg.http.listen);
     if !listen.ip().is_loopback() {

@@ -1,0 +1,203 @@
+//! `/v1/templates`: named bodies with `{{variable}}` placeholders, and their rendering
+//! for `POST /v1/messages` (`template` + `vars`) and `POST /v1/otp`. A missing variable
+//! is a 400 naming `vars`, never a text sent with a hole in it.
+
+use super::body::{Fields, JsonBody};
+use super::{ApiError, AppState};
+use crate::store::{self, TemplateRecord, now_ms};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+/// `vars` as name → text (strings, numbers and booleans are accepted).
+pub fn vars_of(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
+    let bad = || {
+        ApiError::field(
+            "vars",
+            "invalid_type",
+            "vars is an object of strings or numbers",
+        )
+    };
+    match obj.get("vars") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => return Err(bad()),
+                };
+                Ok((k.clone(), s))
+            })
+            .collect(),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// A body's placeholders in order of appearance; an unclosed or empty one is an error.
+pub fn placeholders(body: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| "a {{ has no closing }}".to_string())?;
+        let name = after[..end].trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "{{{{{name}}}}} is not a variable name (letters, digits, _)"
+            ));
+        }
+        out.push(name.to_owned());
+        rest = &after[end + 2..];
+    }
+    Ok(out)
+}
+
+/// Fills in every placeholder; 400 `missing_variable` naming the first one not given.
+pub fn render(body: &str, vars: &BTreeMap<String, String>) -> Result<String, ApiError> {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = after[..end].trim();
+        let value = vars.get(name).ok_or_else(|| {
+            ApiError::field(
+                "vars",
+                "missing_variable",
+                format!("the template needs the variable {name:?}"),
+            )
+        })?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn template_json(t: &TemplateRecord) -> Value {
+    let mut vars = placeholders(&t.body).unwrap_or_default();
+    vars.dedup();
+    json!({
+        "name": t.name,
+        "body": t.body,
+        "description": t.description,
+        "variables": vars,
+        "created_at": super::messages::rfc3339(t.created_at),
+        "updated_at": super::messages::rfc3339(t.updated_at),
+    })
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::field(
+            "name",
+            "invalid_name",
+            "a template name is 1–64 of a-z, 0-9, _ and -",
+        ));
+    }
+    Ok(())
+}
+
+fn check_body(body: &str) -> Result<(), ApiError> {
+    if body.trim().is_empty() {
+        return Err(ApiError::field("body", "empty", "body is empty"));
+    }
+    placeholders(body).map_err(|m| ApiError::field("body", "invalid_template", m))?;
+    Ok(())
+}
+
+pub(super) async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let all = state.store.read(store::list_templates).await?;
+    Ok(Json(json!({"items": all.iter().map(template_json).collect::<Vec<_>>()})).into_response())
+}
+
+pub(super) async fn get_one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = state
+        .store
+        .read(move |c| store::get_template(c, &name))
+        .await?
+        .ok_or_else(|| ApiError::not_found("template"))?;
+    Ok(Json(template_json(&t)).into_response())
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let f = Fields(body.object(&["name", "body", "description"])?);
+    let name = f.required_str("name")?.to_owned();
+    check_name(&name)?;
+    let text = f.required_str("body")?.to_owned();
+    check_body(&text)?;
+    let desc = f.str("description")?.map(str::to_owned);
+    let now = now_ms();
+    let t = state
+        .store
+        .write(move |c| {
+            if !store::insert_template(c, &name, &text, desc.as_deref(), now)? {
+                return Ok(None);
+            }
+            store::get_template(c, &name)
+        })
+        .await?
+        .ok_or_else(|| ApiError::conflict("exists", "a template with this name exists"))?;
+    Ok((StatusCode::CREATED, Json(template_json(&t))).into_response())
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let f = Fields(body.object(&["body", "description"])?);
+    let text = f.required_str("body")?.to_owned();
+    check_body(&text)?;
+    let desc = f.str("description")?.map(str::to_owned);
+    let now = now_ms();
+    let t = state
+        .store
+        .write(move |c| {
+            if !store::update_template(c, &name, &text, desc.as_deref(), now)? {
+                return Ok(None);
+            }
+            store::get_template(c, &name)
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("template"))?;
+    Ok(Json(template_json(&t)).into_response())
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let n = name.clone();
+    if !state
+        .store
+        .write(move |c| store::delete_template(c, &n))
+        .await?
+    {
+        return Err(ApiError::not_found("template"));
+    }
+    Ok(Json(json!({"name": name, "deleted": true})).into_response())
+}
