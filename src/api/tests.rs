@@ -330,3 +330,1072 @@ async fn bad_requests_are_rejected_naming_the_field_and_store_nothing() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert_eq!(rows(&store), 0, "nothing stored on any rejection");
 }
+
+async fn post(app: &Router, uri: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    call(app, "POST", uri, Some(token), Some(body.to_string())).await
+}
+
+/// The issue's table: each bad request, its status and code (and field), and that no
+/// row was stored for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_request_table() {
+    let (_d, store, app) = app().await;
+    // A suppressed number and a known OTP for the verify rows.
+    store
+        .write(|c| crate::store::suppress(c, "+491709876543", "admin", None, None, 1))
+        .await
+        .unwrap();
+    let ok = |extra: Value| {
+        let mut m = json!({"to": "+491701234567", "text": "hi"});
+        for (k, v) in extra.as_object().unwrap() {
+            m[k] = v.clone();
+        }
+        m
+    };
+    let tpl = |vars: Value| json!({"to": "+491701234567", "template": "order_confirmation", "vars": vars});
+    let long = "x".repeat(153 * 10 + 1);
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"to": "+491701234567", "text": "x"}))
+        .collect();
+    type Row = (
+        &'static str,
+        &'static str,
+        Value,
+        u16,
+        &'static str,
+        Option<&'static str>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "POST",
+            "/v1/messages",
+            json!({"text": "hi"}),
+            400,
+            "missing",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            json!({"to": "+491701234567"}),
+            400,
+            "missing",
+            Some("text"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": "0170 1234567"})),
+            400,
+            "invalid_number",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": "+49"})),
+            400,
+            "invalid_number",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": "+4912"})),
+            400,
+            "invalid_number",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": "call me"})),
+            400,
+            "invalid_number",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": "+4930123456"})),
+            400,
+            "not_mobile",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": "+498001234567"})),
+            400,
+            "not_mobile",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": 491701234567u64})),
+            400,
+            "invalid_type",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": ""})),
+            400,
+            "missing",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"text": "   "})),
+            400,
+            "empty",
+            Some("text"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"text": long})),
+            400,
+            "too_long",
+            Some("text"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"text": 5})),
+            400,
+            "invalid_type",
+            Some("text"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"priority": "urgent"})),
+            400,
+            "invalid_priority",
+            Some("priority"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"priority": 5000})),
+            400,
+            "invalid_priority",
+            Some("priority"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"send_at": "2001-01-01T00:00:00Z"})),
+            400,
+            "in_the_past",
+            Some("send_at"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"send_at": "tomorrow"})),
+            400,
+            "invalid_time",
+            Some("send_at"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"ttl": "soon"})),
+            400,
+            "invalid_duration",
+            Some("ttl"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"ttl": 60, "expires_at": 99999999999999i64})),
+            400,
+            "conflict",
+            Some("ttl"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"expires_at": 1000})),
+            400,
+            "in_the_past",
+            Some("expires_at"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"validity": 10})),
+            400,
+            "too_short",
+            Some("validity"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"flash": "yes"})),
+            400,
+            "invalid_type",
+            Some("flash"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"status_report": 1})),
+            400,
+            "invalid_type",
+            Some("status_report"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"tags": "a"})),
+            400,
+            "invalid_type",
+            Some("tags"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"tags": [1]})),
+            400,
+            "invalid_type",
+            Some("tags"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"callback_url": "ftp://x"})),
+            400,
+            "invalid_url",
+            Some("callback_url"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"colour": "red"})),
+            400,
+            "unknown_field",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            json!(["not", "an", "object"]),
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"sim": "8949000000000000000"})),
+            400,
+            "unknown_sim",
+            Some("sim"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"to": "+491709876543"})),
+            400,
+            "suppressed",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            json!({"to": "+491701234567", "template": "nope", "vars": {}}),
+            400,
+            "unknown_template",
+            Some("template"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            tpl(json!({"order": "1"})),
+            400,
+            "missing_variable",
+            Some("vars"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            tpl(json!("x")),
+            400,
+            "invalid_type",
+            Some("vars"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            tpl(json!({"order": [1]})),
+            400,
+            "invalid_type",
+            Some("vars"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"template": "order_confirmation"})),
+            400,
+            "conflict",
+            Some("template"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            ok(json!({"vars": {"a": "b"}})),
+            400,
+            "unexpected",
+            Some("vars"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            json!({"to": "+491701234567", "template": "appointment_confirmation", "vars": {"name": "A", "when": "B"}, "remind_before": "24h"}),
+            400,
+            "missing",
+            Some("appointment_at"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            json!({"to": "+491701234567", "template": "appointment_confirmation", "vars": {"name": "A", "when": "B"}, "appointment_at": "2001-01-01T00:00:00Z", "remind_before": "24h"}),
+            400,
+            "in_the_past",
+            Some("appointment_at"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            json!({"to": "+491701234567", "template": "appointment_confirmation", "vars": {"name": "A", "when": "B"}, "appointment_at": now_plus_hours(2), "remind_before": "24h"}),
+            400,
+            "in_the_past",
+            Some("remind_before"),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            json!({"to": "+491701234567", "template": "appointment_confirmation", "vars": {"name": "A", "when": "B"}, "appointment_at": now_plus_hours(48), "remind_before": "soon"}),
+            400,
+            "invalid_duration",
+            Some("remind_before"),
+        ),
+        (
+            "POST",
+            "/v1/messages/batch",
+            json!({}),
+            400,
+            "missing",
+            Some("messages"),
+        ),
+        (
+            "POST",
+            "/v1/messages/batch",
+            json!({"messages": []}),
+            400,
+            "empty",
+            Some("messages"),
+        ),
+        (
+            "POST",
+            "/v1/messages/batch",
+            json!({"messages": {}}),
+            400,
+            "invalid_type",
+            Some("messages"),
+        ),
+        (
+            "POST",
+            "/v1/messages/batch",
+            json!({"messages": many}),
+            400,
+            "too_many",
+            Some("messages"),
+        ),
+        (
+            "POST",
+            "/v1/messages/batch",
+            json!({"messages": [{"to": "+491701234567", "text": "ok"}, {"to": "x", "text": "bad"}]}),
+            400,
+            "invalid_number",
+            Some("messages[1].to"),
+        ),
+        ("POST", "/v1/otp", json!({}), 400, "missing", Some("to")),
+        (
+            "POST",
+            "/v1/otp",
+            json!({"to": "+491701234567", "length": 3}),
+            400,
+            "invalid_length",
+            Some("length"),
+        ),
+        (
+            "POST",
+            "/v1/otp",
+            json!({"to": "+491701234567", "length": 11}),
+            400,
+            "invalid_length",
+            Some("length"),
+        ),
+        (
+            "POST",
+            "/v1/otp",
+            json!({"to": "+491701234567", "ttl": "1s"}),
+            400,
+            "invalid_duration",
+            Some("ttl"),
+        ),
+        (
+            "POST",
+            "/v1/otp",
+            json!({"to": "+491701234567", "template": "nope"}),
+            400,
+            "unknown_template",
+            Some("template"),
+        ),
+        (
+            "POST",
+            "/v1/otp",
+            json!({"to": "+491701234567", "template": "shipping_update"}),
+            400,
+            "invalid_template",
+            Some("template"),
+        ),
+        (
+            "POST",
+            "/v1/otp",
+            json!({"to": "+491701234567", "vars": {"code": "1234"}}),
+            400,
+            "reserved_variable",
+            Some("vars"),
+        ),
+        (
+            "POST",
+            "/v1/otp",
+            json!({"to": "+4930123456"}),
+            400,
+            "not_mobile",
+            Some("to"),
+        ),
+        (
+            "POST",
+            "/v1/otp/1/verify",
+            json!({"code": "12ab"}),
+            400,
+            "invalid_code",
+            Some("code"),
+        ),
+        (
+            "POST",
+            "/v1/otp/1/verify",
+            json!({}),
+            400,
+            "missing",
+            Some("code"),
+        ),
+        (
+            "POST",
+            "/v1/otp/999/verify",
+            json!({"code": "1234"}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/estimate",
+            json!({}),
+            400,
+            "missing",
+            Some("text"),
+        ),
+        (
+            "POST",
+            "/v1/estimate",
+            json!({"template": "nope"}),
+            400,
+            "unknown_template",
+            Some("template"),
+        ),
+        (
+            "POST",
+            "/v1/templates",
+            json!({"name": "Bad Name", "body": "x"}),
+            400,
+            "invalid_name",
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/v1/templates",
+            json!({"name": "ok", "body": ""}),
+            400,
+            "empty",
+            Some("body"),
+        ),
+        (
+            "POST",
+            "/v1/templates",
+            json!({"name": "ok", "body": "hi {{oops"}),
+            400,
+            "invalid_template",
+            Some("body"),
+        ),
+        (
+            "POST",
+            "/v1/templates",
+            json!({"name": "order_confirmation", "body": "x"}),
+            409,
+            "exists",
+            None,
+        ),
+        (
+            "PUT",
+            "/v1/templates/nope",
+            json!({"body": "x"}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/sims/8949/ussd",
+            json!({"code": "rm -rf"}),
+            400,
+            "invalid_ussd",
+            Some("code"),
+        ),
+        (
+            "POST",
+            "/v1/sims/8949/ussd",
+            json!({"code": "*100#"}),
+            400,
+            "unknown_sim",
+            Some("iccid"),
+        ),
+        (
+            "GET",
+            "/v1/messages?limit=0",
+            Value::Null,
+            400,
+            "invalid_limit",
+            Some("limit"),
+        ),
+        (
+            "GET",
+            "/v1/messages?status=lost",
+            Value::Null,
+            400,
+            "invalid_status",
+            Some("status"),
+        ),
+        (
+            "GET",
+            "/v1/messages?cursor=abc",
+            Value::Null,
+            400,
+            "invalid_cursor",
+            Some("cursor"),
+        ),
+        (
+            "GET",
+            "/v1/messages?since=yesterday",
+            Value::Null,
+            400,
+            "invalid_time",
+            Some("since"),
+        ),
+        (
+            "GET",
+            "/v1/inbox?limit=5000",
+            Value::Null,
+            400,
+            "invalid_limit",
+            Some("limit"),
+        ),
+        (
+            "DELETE",
+            "/v1/messages/12345",
+            Value::Null,
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "GET",
+            "/v1/nothing-here",
+            Value::Null,
+            404,
+            "not_found",
+            None,
+        ),
+    ];
+    assert!(rows.len() >= 40, "{} rows", rows.len());
+    let before = rows_all(&store);
+    for (method, uri, body, status, code, field) in &rows {
+        let body = (!body.is_null()).then(|| body.to_string());
+        let (s, v) = call(&app, method, uri, Some("s3cret"), body).await;
+        assert_eq!(s.as_u16(), *status, "{method} {uri} → {v}");
+        assert_eq!(v["error"]["code"], *code, "{method} {uri} → {v}");
+        assert_eq!(v["error"]["field"].as_str(), *field, "{method} {uri} → {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        assert_eq!(rows_all(&store), before, "{method} {uri} stored something");
+    }
+    // Transport-level rejections: malformed JSON, wrong type, oversized, bad tokens.
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/messages",
+        Some("s3cret"),
+        Some("{\"to\": ".into()),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    let big = json!({"to": "+491701234567", "text": "x".repeat(70_000)}).to_string();
+    let (s, v) = call(&app, "POST", "/v1/messages", Some("s3cret"), Some(big)).await;
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].as_str()),
+        (413, Some("too_large"))
+    );
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/messages",
+        Some("reader"),
+        Some(ok(json!({})).to_string()),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), v["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/messages",
+        None,
+        Some(ok(json!({})).to_string()),
+    )
+    .await;
+    assert_eq!(s.as_u16(), 401);
+    assert_eq!(rows_all(&store), before, "nothing stored on any rejection");
+}
+
+fn now_plus_hours(h: i64) -> String {
+    super::messages::rfc3339(crate::store::now_ms() + h * 3_600_000)
+}
+
+/// Every row of every table the API writes.
+fn rows_all(store: &Store) -> i64 {
+    store
+        .read_blocking(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT COUNT(*) FROM messages) + (SELECT COUNT(*) FROM parts) \
+                 + (SELECT COUNT(*) FROM otps) + (SELECT COUNT(*) FROM idempotency) \
+                 + (SELECT COUNT(*) FROM suppressions) + (SELECT COUNT(*) FROM templates) \
+                 + (SELECT COUNT(*) FROM events)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_and_rate_limits() {
+    let (_d, _store, app) = app().await;
+    let msg = json!({"to": "+491701234567", "text": "hi"});
+    let (s, v) = post(&app, "/v1/messages", "sender", msg.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (s, v) = call(&app, "GET", "/v1/messages", Some("sender"), None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (s, v) = call(&app, "GET", "/v1/messages", Some("reader"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    let (s, _) = post(
+        &app,
+        "/v1/templates",
+        "sender",
+        json!({"name": "x", "body": "y"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // `slow`: a burst of 2, then 429 with Retry-After.
+    for _ in 0..2 {
+        let (s, _) = post(&app, "/v1/estimate", "slow", json!({"text": "hi"})).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/estimate")
+        .header("authorization", "Bearer slow")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"text": "hi"}).to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_appointments_and_listing() {
+    let (_d, _store, app) = app().await;
+    let (s, v) = call(&app, "GET", "/v1/templates", Some("s3cret"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "appointment_confirmation",
+        "appointment_reminder",
+        "order_confirmation",
+        "security_code",
+        "shipping_update",
+    ] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    let (s, v) = post(
+        &app,
+        "/v1/templates",
+        "s3cret",
+        json!({"name": "hello", "body": "Hi {{ name }}!"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["variables"], json!(["name"]));
+    let (s, _) = call(
+        &app,
+        "PUT",
+        "/v1/templates/hello",
+        Some("s3cret"),
+        Some(json!({"body": "Hello {{name}}"}).to_string()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = post(
+        &app,
+        "/v1/messages",
+        "s3cret",
+        json!({"to": "+491701234567", "template": "hello", "vars": {"name": "Ann"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["text"], "Hello Ann");
+    assert_eq!(v["template"], "hello");
+    let (s, _) = call(&app, "DELETE", "/v1/templates/hello", Some("s3cret"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(&app, "GET", "/v1/templates/hello", Some("s3cret"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // An appointment with a reminder: two messages, one group, one DELETE.
+    let (s, v) = post(&app, "/v1/messages", "s3cret", json!({
+        "to": "+491701234567", "template": "appointment_confirmation",
+        "vars": {"name": "Ann", "when": "Fri 10:00"},
+        "appointment_at": now_plus_hours(48), "remind_before": "24h", "send_at": now_plus_hours(1)
+    })).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let rid = v["reminder"]["id"].as_i64().unwrap();
+    assert_eq!(v["group_id"], id);
+    assert_eq!(v["reminder"]["group_id"], id);
+    assert!(
+        v["reminder"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Reminder")
+    );
+    let (s, c) = call(
+        &app,
+        "DELETE",
+        &format!("/v1/messages/{id}"),
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["cancelled"], json!([id, rid]));
+    let (_, r) = call(
+        &app,
+        "GET",
+        &format!("/v1/messages/{rid}"),
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(r["status"], "cancelled");
+
+    // Listing: filters and a cursor.
+    for i in 0..5 {
+        let (s, _) = post(
+            &app,
+            "/v1/messages",
+            "s3cret",
+            json!({"to": "+491709999999", "text": format!("m{i}")}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+    }
+    let (_, p1) = call(
+        &app,
+        "GET",
+        "/v1/messages?to=%2B491709999999&limit=3",
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(p1["items"].as_array().unwrap().len(), 3);
+    let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
+    let (_, p2) = call(
+        &app,
+        "GET",
+        &format!("/v1/messages?to=%2B491709999999&limit=3&cursor={cursor}"),
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(p2["items"].as_array().unwrap().len(), 2);
+    assert!(p2["next_cursor"].is_null());
+    let (_, c) = call(
+        &app,
+        "GET",
+        "/v1/messages?status=cancelled",
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(c["items"].as_array().unwrap().len(), 2);
+    let (s, e) = post(&app, "/v1/estimate", "s3cret", json!({"text": "Grüße 👋"})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (e["parts"].as_u64(), e["encoding"].as_str()),
+        (Some(1), Some("ucs2"))
+    );
+    let (s, i) = call(&app, "GET", "/v1/inbox", Some("reader"), None).await;
+    assert_eq!(
+        (s, i["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    let (s, _) = call(&app, "GET", "/v1/sims", Some("reader"), None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otp_idempotency_and_opt_out() {
+    let (_d, store, app) = app().await;
+    let (s, v) = post(
+        &app,
+        "/v1/otp",
+        "s3cret",
+        json!({"to": "+491701234567", "length": 6, "ttl": "5m"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let mid = v["message_id"].as_i64().unwrap();
+    // The code is in the message body only; the API masks it.
+    let (_, m) = call(
+        &app,
+        "GET",
+        &format!("/v1/messages/{mid}"),
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    assert!(m["text"].is_null() && m["masked"] == true, "{m}");
+    assert_eq!(m["priority"], "otp");
+    let body: String = store
+        .read_blocking(move |c| {
+            Ok(
+                c.query_row("SELECT body FROM messages WHERE id = ?1", [mid], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .unwrap();
+    let code: String = body.chars().filter(char::is_ascii_digit).take(6).collect();
+    let stored: String = store
+        .read_blocking(move |c| {
+            Ok(
+                c.query_row("SELECT code_hash FROM otps WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .unwrap();
+    assert!(!stored.contains(&code));
+    // Cooldown.
+    let (s, v) = post(&app, "/v1/otp", "s3cret", json!({"to": "+491701234567"})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("cooldown"))
+    );
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (_, r) = post(
+        &app,
+        &format!("/v1/otp/{id}/verify"),
+        "s3cret",
+        json!({"code": wrong}),
+    )
+    .await;
+    assert_eq!(r["result"], "invalid");
+    let (_, r) = post(
+        &app,
+        &format!("/v1/otp/{id}/verify"),
+        "s3cret",
+        json!({"code": code}),
+    )
+    .await;
+    assert_eq!(r["result"], "verified", "{r}");
+    let (_, r) = post(
+        &app,
+        &format!("/v1/otp/{id}/verify"),
+        "s3cret",
+        json!({"code": code}),
+    )
+    .await;
+    assert_eq!(r["result"], "invalid", "a code verifies once");
+    // Attempt limit.
+    let (_, v) = post(&app, "/v1/otp", "s3cret", json!({"to": "+491709999999"})).await;
+    let id2 = v["id"].as_i64().unwrap();
+    for _ in 0..5 {
+        let (_, r) = post(
+            &app,
+            &format!("/v1/otp/{id2}/verify"),
+            "s3cret",
+            json!({"code": "0000000"}),
+        )
+        .await;
+        assert_eq!(r["result"], "invalid");
+    }
+    let (_, r) = post(
+        &app,
+        &format!("/v1/otp/{id2}/verify"),
+        "s3cret",
+        json!({"code": "0000000"}),
+    )
+    .await;
+    assert_eq!(r["result"], "too_many_attempts");
+
+    // Idempotency-Key: same body → the first response; another body → 409.
+    let send = |key: &'static str, text: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/v1/messages")
+                .header("authorization", "Bearer s3cret")
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(Body::from(
+                    json!({"to": "+491701234567", "text": text}).to_string(),
+                ))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let s = resp.status();
+            let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (s, serde_json::from_slice::<Value>(&b).unwrap())
+        }
+    };
+    let (s1, a) = send("k1", "hello").await;
+    let (s2, b) = send("k1", "hello").await;
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(a, b);
+    let (s3, c) = send("k1", "other").await;
+    assert_eq!(
+        (s3, c["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict"))
+    );
+
+    // Opt-out: an inbound STOP suppresses, START releases; admin routes edit the list.
+    let kw = crate::store::OptOutKeywords {
+        stop: vec!["STOP".into()],
+        start: vec!["START".into()],
+    };
+    let inbound = |text: &'static str, kw: crate::store::OptOutKeywords| {
+        store.write(move |c| {
+            c.execute(
+                "INSERT INTO inbox (received_at, sender, body, parts_total, parts_received, \
+                 complete, pdus) VALUES (1, '+491705550000', ?1, 1, 1, 1, '[]')",
+                [text],
+            )?;
+            crate::store::apply_opt_out(c, c.last_insert_rowid(), &kw, 1)
+        })
+    };
+    assert!(inbound(" stop! ", kw.clone()).await.unwrap().is_some());
+    let (s, v) = post(
+        &app,
+        "/v1/messages",
+        "s3cret",
+        json!({"to": "+491705550000", "text": "promo"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("suppressed"))
+    );
+    let (_, l) = call(&app, "GET", "/v1/suppressions", Some("s3cret"), None).await;
+    assert_eq!(l["items"][0]["number"], "+491705550000");
+    assert_eq!(l["items"][0]["keyword"], "STOP");
+    assert!(inbound("Start", kw.clone()).await.unwrap().is_some());
+    let (s, _) = post(
+        &app,
+        "/v1/messages",
+        "s3cret",
+        json!({"to": "+491705550000", "text": "promo"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (s, _) = call(
+        &app,
+        "PUT",
+        "/v1/suppressions/+491705550001",
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(
+        &app,
+        "PUT",
+        "/v1/suppressions/+491705550001",
+        Some("sender"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        "/v1/suppressions/+491705550001",
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
