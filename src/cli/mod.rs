@@ -6,6 +6,7 @@ mod modem;
 mod pdu;
 mod probe;
 mod serve;
+mod token;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Validate a configuration file and say what is wrong, with file, line and key.
     CheckConfig(serve::CheckConfigArgs),
+    /// Make API tokens (`token new --scopes send,read`).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Runs the command line and maps failures to one stderr line and exit code 1.
@@ -42,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Modem(cmd) => modem::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => serve::check(args),
+        Command::Token(cmd) => token::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
