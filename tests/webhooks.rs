@@ -536,3 +536,46 @@ async fn an_inbound_sms_is_announced() {
     d.stop().await;
     rx.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_status_report_is_announced_as_message_failed() {
+    let rx = Receiver::start("127.0.0.1:0".parse().unwrap(), Plan::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = start(
+        config(vec![WebhookUrl::Filtered {
+            url: rx.url("/hook"),
+            events: vec!["message.*".into()],
+        }]),
+        &dir.path().join("gsmgw.db"),
+    )
+    .await;
+    // Every modem's status reports say TP-ST 0x46 (expired in the SMSC): a failure.
+    for i in 0..2 {
+        let r = d
+            .http
+            .post(format!(
+                "http://{}/modems/{i}/faults",
+                d.running.sim_control.unwrap()
+            ))
+            .json(&json!({"type": "status_report", "status": 70, "delay_ms": 100}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let id = d
+        .post(json!({"to": "+491701234567", "text": "never arrives"}))
+        .await;
+    let hits = rx
+        .wait_for("message.failed", |h| {
+            !ok_of(h, "/hook", "message.failed").is_empty()
+        })
+        .await;
+    let v = ok_of(&hits, "/hook", "message.failed")[0].json();
+    assert_eq!(v["data"]["id"], id);
+    assert_eq!(v["data"]["status"], "failed");
+    assert_eq!(v["data"]["error_code"], "status_report");
+    assert!(ok_of(&hits, "/hook", "message.delivered").is_empty());
+    d.stop().await;
+    rx.stop();
+}

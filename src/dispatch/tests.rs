@@ -356,3 +356,62 @@ async fn a_small_window_pages_a_long_queue_and_urgent_messages_still_go_first() 
     }
     let _ = r.events.try_recv();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_changes_write_their_webhook_events_with_the_change() {
+    let cfg = crate::config::Config::parse(
+        "[webhooks]\nurls = [\"http://127.0.0.1:9/hook\"]\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let settings = Settings {
+        webhooks: Arc::new(crate::webhook::Webhooks::from_config(&cfg.webhooks, None)),
+        ..Settings::default()
+    };
+    let mut r = rig(settings).await;
+    let a = r.modem("A", "8949000000000000001");
+    a.failures.lock().unwrap().push(SendFailure {
+        kind: FailureKind::Permanent,
+        code: "cms:1".into(),
+        message: "unassigned number".into(),
+    });
+    let failed = r
+        .enqueue("+491701234567", "hello", priority::NORMAL, None)
+        .await;
+    r.wait_for(failed, MessageStatus::Failed).await;
+    let sent = r
+        .enqueue("+491701234567", "hello", priority::NORMAL, None)
+        .await;
+    r.wait_for(sent, MessageStatus::Sent).await;
+    let expired = r
+        .enqueue(
+            "+491701234567",
+            "late",
+            priority::NORMAL,
+            Some(now_ms() - 1),
+        )
+        .await;
+    r.wait_for(expired, MessageStatus::Expired).await;
+    // The broadcast comes after the commit, so the events are there already.
+    let rows = r
+        .store
+        .read(|c| store::list_events(c, None, 100))
+        .await
+        .unwrap();
+    let kinds: Vec<(String, i64)> = rows
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+            (e.kind.clone(), v["data"]["id"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("message.failed".to_string(), failed),
+            ("message.sent".to_string(), sent),
+            ("message.expired".to_string(), expired),
+        ]
+    );
+    assert!(rows.iter().all(|e| e.url == "http://127.0.0.1:9/hook"));
+}
