@@ -256,3 +256,80 @@ async fn the_readme_programs_work_as_shown() {
         .unwrap()
         .unwrap();
 }
+
+/// Opt-out through the real inbound path (hw-sim → modem → StoreSink), USSD on a
+/// simulated SIM, and the scoped listing routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_out_by_sms_ussd_and_sims() {
+    let d = start().await;
+    let post = |path: &str, body: &str| Call {
+        method: "POST".into(),
+        path: path.into(),
+        body: Some(body.into()),
+    };
+    let sim_ctl = format!("http://{}/inbound", d.running.sim_control.unwrap());
+    let r = d
+        .http
+        .post(&sim_ctl)
+        .json(&serde_json::json!({"modem": 0, "from": "+4917612345678", "text": "Stop"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = d
+            .call(&post(
+                "/v1/messages",
+                r#"{"to": "+4917612345678", "text": "promo"}"#,
+            ))
+            .await;
+        if s == 400 {
+            assert_eq!(v["error"]["code"], "suppressed", "{v}");
+            break;
+        }
+        assert_eq!(s, 202, "{v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "STOP never took effect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = d.get("/v1/suppressions").await;
+    assert_eq!(list["items"][0]["number"], "+4917612345678", "{list}");
+    let inbox = d.get("/v1/inbox").await;
+    assert_eq!(inbox["items"][0]["text"], "Stop");
+    // A security code is still sent to a suppressed number (exempt_otp).
+    let (s, v) = d
+        .call(&post("/v1/otp", r#"{"to": "+4917612345678"}"#))
+        .await;
+    assert_eq!(s, 202, "{v}");
+
+    // SIMs appear once the modems are up; USSD on one of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let iccid = loop {
+        let sims = d.get("/v1/sims").await;
+        if let Some(i) = sims["items"][0]["iccid"].as_str() {
+            break i.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no SIM seen: {sims}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (s, v) = d
+        .call(&post(
+            &format!("/v1/sims/{iccid}/ussd"),
+            r#"{"code": "*100#"}"#,
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["text"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
+
+    let _ = d.stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), d.task)
+        .await
+        .unwrap()
+        .unwrap();
+}

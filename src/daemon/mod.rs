@@ -71,6 +71,33 @@ impl ModemsView for ModemRegistry {
             .map(|m| m.iter().filter(|(_, h)| h.state().is_usable()).count())
             .unwrap_or(0)
     }
+
+    /// `POST /v1/sims/{iccid}/ussd`: on the modem that holds the SIM now.
+    fn ussd<'a>(
+        &'a self,
+        iccid: &'a str,
+        code: &'a str,
+    ) -> api::BoxFuture<'a, Option<Result<serde_json::Value, String>>> {
+        Box::pin(async move {
+            let found = self.modems.lock().ok().and_then(|m| {
+                m.iter()
+                    .find(|(_, h)| h.report().iccid.as_deref() == Some(iccid))
+                    .cloned()
+            })?;
+            let (name, h) = found;
+            Some(
+                h.ussd(code)
+                    .await
+                    .map(|r| {
+                        serde_json::json!({
+                            "iccid": iccid, "modem": name, "status": r.status,
+                            "text": r.text, "dcs": r.dcs,
+                        })
+                    })
+                    .map_err(|e| e.to_string()),
+            )
+        })
+    }
 }
 
 /// Expands globs and keeps `tcp://` and plain paths as they are.
