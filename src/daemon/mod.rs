@@ -3,6 +3,7 @@
 //! of the real daemon. It owns start-up order and graceful shutdown.
 
 pub mod bridge;
+pub mod hotplug;
 
 use crate::api::{self, ApiSettings, AppState, ModemsView};
 use crate::config::Config;
