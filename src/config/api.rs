@@ -27,11 +27,13 @@ pub struct RateLimitConfig {
     pub burst: u32,
 }
 
+/// The default only stops a runaway client: a bulk sender or a benchmark posting as
+/// fast as it can stays under it. Tighten it per token for untrusted apps.
 impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
-            per_second: 50.0,
-            burst: 100,
+            per_second: 1000.0,
+            burst: 2000,
         }
     }
 }
@@ -152,4 +154,44 @@ fn check_rate(r: &RateLimitConfig) -> Result<(), String> {
         return Err("per_second must be above 0 and burst at least 1".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    #[test]
+    fn token_lines_parse_and_errors_name_the_key() {
+        let ok = r#"
+[http]
+default_region = "DE"
+[[http.tokens]]
+name = "shop"
+sha256 = "143c40662a9d832ff8ad626cd9803c6238360c2e47e2f032279defe2391ad588"
+scopes = ["send", "read"]
+[otp]
+length = 8
+[optout]
+stop_keywords = ["HALT"]
+"#;
+        let c = Config::parse(ok, Path::new("g.toml")).unwrap();
+        assert_eq!(c.http.tokens[0].scopes, ["send", "read"]);
+        assert_eq!(c.otp.length, 8);
+        let bad = ok.replace("\"read\"", "\"write\"");
+        let e = Config::parse(&bad, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.tokens[0].scopes"), "{e}");
+        let bad = ok.replace("\"DE\"", "\"Germany\"");
+        let e = Config::parse(&bad, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.default_region"), "{e}");
+        let bad = ok.replace("length = 8", "length = 12");
+        let e = Config::parse(&bad, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("otp.length"), "{e}");
+    }
 }
