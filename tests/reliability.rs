@@ -308,6 +308,10 @@ async fn kill_run(p: KillRun) {
     std::fs::write(
         &config,
         r#"
+[http]
+# This test polls every message; the per-token rate limit is not what it measures.
+rate_limit = { per_second = 100000.0, burst = 100000 }
+
 [modems]
 exclusive = false
 command_timeout_ms = 1000
