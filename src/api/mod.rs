@@ -317,11 +317,6 @@ async fn modem_action(
         return Err(ApiError::not_found("modem action (enable, disable, reset)"));
     }
     match state.modems.action(&id, &action).await {
-        None if state.modems.modems().iter().any(|m| m["id"] == id.as_str()) => Err(ApiError::new(
-            axum::http::StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "modem enable/disable/reset is not available in this build",
-        )),
         None => Err(ApiError::not_found("modem")),
         Some(Ok(v)) => Ok(axum::Json(v).into_response()),
         Some(Err(e)) => Err(ApiError::new(

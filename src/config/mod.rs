@@ -121,6 +121,11 @@ pub struct ModemsConfig {
     pub pins: BTreeMap<String, String>,
     /// Seconds between health polls (`+CSQ`, `+CREG`, `+COPS`, storage).
     pub health_interval_secs: u64,
+    /// A modem whose port stays gone this long is removed (a replug within it simply
+    /// reopens the same modem).
+    pub remove_after_secs: u64,
+    /// Safety-net rescan of the port globs (inotify catches changes at once).
+    pub rescan_secs: u64,
 }
 
 impl Default for ModemsConfig {
@@ -132,6 +137,8 @@ impl Default for ModemsConfig {
             send_timeout_ms: 60_000,
             pins: BTreeMap::new(),
             health_interval_secs: 30,
+            remove_after_secs: 60,
+            rescan_secs: 10,
         }
     }
 }

@@ -231,6 +231,7 @@ pub fn pool_status(name: &str, h: &ModemHandle, enabled: bool) -> ModemStatus {
 pub async fn watch_modem(
     name: String,
     h: Arc<ModemHandle>,
+    mut enabled: tokio::sync::watch::Receiver<bool>,
     dispatcher: Dispatcher,
     store: Store,
     webhooks: Arc<Webhooks>,
@@ -255,7 +256,7 @@ pub async fn watch_modem(
             }
         }
         last_state = Some(current);
-        let s = pool_status(&name, &h, true);
+        let s = pool_status(&name, &h, *enabled.borrow());
         if s.iccid.is_some() && s.iccid != last_iccid {
             let report = h.report();
             let (iccid, imsi, op, modem) = (
@@ -282,6 +283,7 @@ pub async fn watch_modem(
         let changed = tokio::select! {
             r = state.changed() => r.is_ok(),
             r = report.changed() => r.is_ok(),
+            r = enabled.changed() => r.is_ok(),
         };
         if !changed {
             break;

@@ -3,22 +3,21 @@
 //! of the real daemon. It owns start-up order and graceful shutdown.
 
 pub mod bridge;
+pub mod fleet;
 pub mod hotplug;
 
 use crate::api::{self, ApiSettings, AppState, ModemsView};
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Settings};
-use crate::modem::{
-    Endpoint, EndpointOpener, ModemConfig, ModemHandle, RejectedPins, SerialSettings,
-};
+use crate::modem::RejectedPins;
 use crate::pool::Pool;
 use crate::store::{self, Store, now_ms};
 use crate::webhook::Webhooks;
-use bridge::{ModemOutbound, StoreSink, watch_modem};
-use std::collections::HashMap;
+use bridge::StoreSink;
+use fleet::Fleet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
@@ -35,88 +34,6 @@ pub struct ServeOptions {
     pub sim_latency: Option<(u64, u64)>,
     /// Bearer tokens (from `GSMGW_API_TOKEN` and the config).
     pub tokens: Vec<String>,
-}
-
-/// The modems the daemon runs, for the API.
-#[derive(Default)]
-pub struct ModemRegistry {
-    modems: Mutex<Vec<(String, Arc<ModemHandle>)>>,
-}
-
-impl ModemsView for ModemRegistry {
-    fn modems(&self) -> Vec<serde_json::Value> {
-        let list = self.modems.lock().map(|m| m.clone()).unwrap_or_default();
-        list.iter()
-            .map(|(name, h)| {
-                let r = h.report();
-                serde_json::json!({
-                    "id": name,
-                    "state": h.state(),
-                    "manufacturer": r.manufacturer,
-                    "model": r.model,
-                    "imei": r.imei,
-                    "iccid": r.iccid,
-                    "imsi": r.imsi,
-                    "operator": r.operator,
-                    "signal": r.signal,
-                    "registration": r.registration.map(|g| format!("{g:?}").to_lowercase()),
-                    "storage": r.storage,
-                })
-            })
-            .collect()
-    }
-
-    fn ready_count(&self) -> usize {
-        self.modems
-            .lock()
-            .map(|m| m.iter().filter(|(_, h)| h.state().is_usable()).count())
-            .unwrap_or(0)
-    }
-
-    /// `POST /v1/sims/{iccid}/ussd`: on the modem that holds the SIM now.
-    fn ussd<'a>(
-        &'a self,
-        iccid: &'a str,
-        code: &'a str,
-    ) -> api::BoxFuture<'a, Option<Result<serde_json::Value, String>>> {
-        Box::pin(async move {
-            let found = self.modems.lock().ok().and_then(|m| {
-                m.iter()
-                    .find(|(_, h)| h.report().iccid.as_deref() == Some(iccid))
-                    .cloned()
-            })?;
-            let (name, h) = found;
-            Some(
-                h.ussd(code)
-                    .await
-                    .map(|r| {
-                        serde_json::json!({
-                            "iccid": iccid, "modem": name, "status": r.status,
-                            "text": r.text, "dcs": r.dcs,
-                        })
-                    })
-                    .map_err(|e| e.to_string()),
-            )
-        })
-    }
-}
-
-/// Expands globs and keeps `tcp://` and plain paths as they are.
-fn expand_ports(patterns: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in patterns {
-        if p.starts_with("tcp://") || !p.contains(['*', '?', '[']) {
-            out.push(p.clone());
-            continue;
-        }
-        match glob::glob(p) {
-            Ok(paths) => out.extend(paths.flatten().map(|p| p.display().to_string())),
-            Err(e) => warn!(pattern = %p, error = %e, "bad port pattern"),
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// Where a running daemon can be reached (for tests and `--sim` users).
@@ -207,7 +124,6 @@ pub async fn serve_until(
     };
     let (dispatcher, dispatch_task) = Dispatcher::start(store.clone(), pool, settings).await?;
 
-    let registry = Arc::new(ModemRegistry::default());
     let sink = Arc::new(StoreSink {
         store: store.clone(),
         report_window_ms: i64::try_from(cfg.dispatch.report_window_secs.saturating_mul(1000))
@@ -246,47 +162,33 @@ pub async fn serve_until(
         });
         RejectedPins::with_persistence(initial, persist)
     };
-    let mut handles: HashMap<String, Arc<ModemHandle>> = HashMap::new();
-    let mut watchers = Vec::new();
-    for port in expand_ports(&ports) {
-        let endpoint = match port.parse::<Endpoint>() {
-            Ok(e) => e,
-            Err(e) => {
-                warn!(port = %port, error = %e, "skipping port");
-                continue;
-            }
-        };
-        let opener = Arc::new(EndpointOpener {
-            endpoint,
-            settings: SerialSettings {
-                exclusive: cfg.modems.exclusive,
-                ..SerialSettings::default()
-            },
-        });
-        let mcfg = ModemConfig {
-            name: Some(port.clone()),
-            command_timeout: Duration::from_millis(cfg.modems.command_timeout_ms),
-            send_timeout: Duration::from_millis(cfg.modems.send_timeout_ms),
-            pins: cfg.modems.pins.clone().into_iter().collect(),
-            rejected_pins: rejected.clone(),
-            health_interval: Duration::from_secs(cfg.modems.health_interval_secs),
-            ..ModemConfig::default()
-        };
-        let h = Arc::new(ModemHandle::spawn(opener, mcfg, Some(sink.clone())));
-        dispatcher.modem_added(port.clone(), Arc::new(ModemOutbound(h.clone())));
-        watchers.push(tokio::spawn(watch_modem(
-            port.clone(),
-            h.clone(),
-            dispatcher.clone(),
-            store.clone(),
-            webhooks.clone(),
-        )));
-        if let Ok(mut m) = registry.modems.lock() {
-            m.push((port.clone(), h.clone()));
-        }
-        handles.insert(port, h);
+    let fleet = Arc::new(Fleet::new(
+        cfg.clone(),
+        rejected,
+        sink.clone(),
+        dispatcher.clone(),
+        store.clone(),
+        webhooks.clone(),
+    ));
+    let initial = hotplug::scan(&ports);
+    for port in &initial {
+        fleet.add(port);
     }
-    if handles.is_empty() {
+    // Hotplug: ports that appear later are probed and brought up; ports that stay gone
+    // are removed (their in-flight work fails over to other modems).
+    let (port_tx, port_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hotplug_task = hotplug::spawn(
+        ports.clone(),
+        initial,
+        Duration::from_secs(cfg.modems.rescan_secs.max(1)),
+        port_tx,
+    );
+    let follow_task = tokio::spawn(
+        fleet
+            .clone()
+            .follow(port_rx, Duration::from_secs(cfg.modems.remove_after_secs)),
+    );
+    if fleet.is_empty() {
         warn!("no modem ports found; messages will queue until modems appear");
     }
 
@@ -327,7 +229,7 @@ pub async fn serve_until(
         store: store.clone(),
         dispatcher: dispatcher.clone(),
         settings: Arc::new(ApiSettings::from_config(cfg, &opts.tokens)),
-        modems: registry.clone(),
+        modems: fleet.clone(),
         limiter: Arc::default(),
     };
     let listen = opts.listen.unwrap_or(cfg.http.listen);
@@ -340,13 +242,13 @@ pub async fn serve_until(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     println!("gsmgw API: http://{local}");
-    info!(%local, modems = handles.len(), "gsmgw ready");
+    info!(%local, modems = fleet.len(), "gsmgw ready");
     on_ready(Running {
         api: local,
         sim_control: bank.as_ref().and_then(|b| b.control_addr()),
         store: store.clone(),
         dispatcher: dispatcher.clone(),
-        modems: registry.clone(),
+        modems: fleet.clone(),
     });
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
@@ -356,18 +258,9 @@ pub async fn serve_until(
     dispatcher.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(30), dispatch_task.join).await;
     reassembly.abort();
-    for w in watchers {
-        w.abort();
-        let _ = w.await;
-    }
-    if let Ok(mut m) = registry.modems.lock() {
-        m.clear();
-    }
-    for (_, h) in handles {
-        if let Ok(h) = Arc::try_unwrap(h) {
-            h.shutdown().await;
-        }
-    }
+    hotplug_task.abort();
+    follow_task.abort();
+    fleet.remove_all().await;
     if let Some(b) = bank {
         b.shutdown().await;
     }
