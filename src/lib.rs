@@ -15,4 +15,5 @@ pub mod modem;
 pub mod pdu;
 pub mod pool;
 pub mod store;
+pub mod telemetry;
 pub mod webhook;

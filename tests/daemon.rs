@@ -163,6 +163,38 @@ async fn messages_reach_the_network_and_get_delivered() {
         "reassembled by the network, byte for byte"
     );
     assert_eq!(got["parts"], 7);
+    // Prometheus: the families operators chart, with what just happened in them.
+    let metrics = d
+        .http
+        .get(d.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "gsmgw_sent_parts_total{",
+        "gsmgw_queue_depth{priority=\"otp\"}",
+        "gsmgw_signal_dbm{",
+        "gsmgw_registration{",
+        "gsmgw_modem_ready{",
+        "gsmgw_send_latency_seconds_bucket{",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "{family} missing from /metrics:\n{metrics}"
+        );
+    }
+    let sent: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("gsmgw_sent_parts_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(sent >= 8.0, "1 + 7 parts were sent: {sent}");
+    let r = d.http.get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "metrics need a token");
     d.stop().await;
 }
 

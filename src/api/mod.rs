@@ -162,6 +162,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         "/v1/modems/{id}/{action}",
         Access::Scope(Scope::Admin),
     ),
+    ("GET", "/metrics", Access::Scope(Scope::Read)),
     ("GET", "/v1/sims", Access::Scope(Scope::Read)),
     ("POST", "/v1/sims/{iccid}/ussd", Access::Scope(Scope::Admin)),
     ("POST", "/v1/estimate", Access::AnyToken),
@@ -217,6 +218,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/modems", get(modems))
         .route("/v1/modems/{id}/{action}", post(modem_action))
         .route("/v1/sims", get(misc::sims))
+        .route("/metrics", get(metrics))
         .route("/v1/sims/{iccid}/ussd", post(ussd))
         .route("/v1/estimate", post(misc::estimate))
         .route(
@@ -303,6 +305,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// Prometheus metrics; the queue depth is read from the store now.
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Ok(depth) = state.store.read(crate::store::queue_depth).await {
+        crate::telemetry::queue_depth(&depth);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::render(),
+    )
+        .into_response()
 }
 
 async fn modems(State(state): State<AppState>) -> Response {

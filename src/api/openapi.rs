@@ -170,6 +170,10 @@ fn modems() {}
               (status = 404, description = "Unknown modem or action", body = Error)),
     security(("bearer" = ["admin"])))]
 fn modem_action() {}
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition: sent/failed/received per SIM, signal, registration, queue depth by priority, send-latency histogram, recoveries and quarantines", content_type = "text/plain")),
+    security(("bearer" = ["read"])))]
+fn metrics() {}
 #[utoipa::path(get, path = "/v1/sims", tag = "modems",
     responses((status = 200, description = "`{items}`: SIMs seen or configured, with counters", body = Value)),
     security(("bearer" = ["read"])))]
@@ -254,7 +258,7 @@ impl Modify for Bearer {
     paths(healthz, readyz, openapi_json, create_message, list_messages, batch, get_message,
           cancel_message, inbox, modems, modem_action, sims, ussd, estimate, list_templates,
           create_template, get_template, update_template, delete_template, create_otp,
-          verify_otp, list_suppressions, suppress, unsuppress),
+          verify_otp, list_suppressions, suppress, unsuppress, metrics),
     components(schemas(Error, ErrorDetail, MessageRequest, BatchRequest, EstimateRequest,
                        TemplateRequest, OtpRequest, VerifyRequest, UssdRequest, SuppressRequest)),
     modifiers(&Bearer),

@@ -163,6 +163,7 @@ impl InboundSink for StoreSink {
                             .map(|id| {
                                 if let Some(id) = id {
                                     info!(inbox_id = id, "inbound message");
+                                    crate::telemetry::received(m.iccid.as_deref());
                                 }
                             })
                     }
@@ -255,8 +256,16 @@ pub async fn watch_modem(
                 Err(e) => warn!(modem = %name, error = %e, "could not record a modem.state event"),
             }
         }
-        last_state = Some(current);
         let s = pool_status(&name, &h, *enabled.borrow());
+        crate::telemetry::modem_status(
+            &name,
+            s.iccid.as_deref(),
+            s.signal_dbm,
+            s.registration,
+            &current,
+            last_state.as_ref(),
+        );
+        last_state = Some(current);
         if s.iccid.is_some() && s.iccid != last_iccid {
             let report = h.report();
             let (iccid, imsi, op, modem) = (

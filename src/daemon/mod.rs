@@ -60,6 +60,7 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(Running),
 ) -> Result<(), Box<dyn std::error::Error>> {
+    crate::telemetry::handle();
     let cfg = &opts.config;
     let db = opts.db.clone().unwrap_or_else(|| cfg.store.path.clone());
     let store = Store::open(&db)?;

@@ -181,6 +181,8 @@ struct Done {
     attempt: i64,
     sent: Vec<PartSent>,
     result: Result<(), SendFailure>,
+    /// When the message was handed to the modem (for the send-latency histogram).
+    started: std::time::Instant,
 }
 
 /// Talks to the dispatcher task; cheap to clone.
@@ -656,6 +658,7 @@ impl State {
         debug!(message_id = id, modem = %modem, iccid = %iccid, parts = parts_out.len(), "sending");
         let store = self.store.clone();
         let done_tx = self.done_tx.clone();
+        let started = std::time::Instant::now();
         tokio::spawn(async move {
             let (ptx, mut prx) = mpsc::unbounded_channel();
             let job = SendJob {
@@ -689,6 +692,7 @@ impl State {
                 attempt,
                 sent,
                 result,
+                started,
             });
         });
     }
@@ -784,10 +788,12 @@ impl State {
         }
         if !d.sent.is_empty() {
             q.sent_sim = Some(d.iccid.clone());
+            crate::telemetry::sent_parts(&d.iccid, &d.modem, d.sent.len());
         }
         let now = now_ms();
         match d.result {
             Ok(()) if q.sent_seqs.len() as u32 >= q.parts_total => {
+                crate::telemetry::send_latency(d.started.elapsed().as_secs_f64());
                 self.forget(d.id);
                 let (id, attempt) = (d.id, d.attempt);
                 let hooks = self.settings.webhooks.clone();
@@ -855,6 +861,7 @@ impl State {
             } else {
                 MessageStatus::Failed
             };
+            crate::telemetry::failed(Some(iccid), status.as_str());
             self.forget(id);
             let (code, msg) = (f.code.clone(), f.message.clone());
             let hooks = self.settings.webhooks.clone();
