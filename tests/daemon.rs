@@ -229,3 +229,91 @@ async fn inbound_sms_land_in_the_inbox() {
     }
     d.stop().await;
 }
+
+fn gsmgw_cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+        .args(args)
+        .env("GSMGW_URL", format!("http://{}", d.running.api))
+        .env("GSMGW_API_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sends_lists_and_shows_status_over_the_api() {
+    let d = start(2).await;
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        gsmgw_cli(
+            &d,
+            &[
+                "send",
+                "--to",
+                "+491701234567",
+                "--priority",
+                "high",
+                "From the CLI",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "queued");
+    d.wait_status(v["id"].as_i64().unwrap(), "delivered").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("batch.csv");
+    std::fs::write(
+        &csv,
+        "to,text\n+491700000001,first row\nnot-a-number,bad row\n+491700000002,third row\n",
+    )
+    .unwrap();
+    let csv_path = csv.display().to_string();
+    let (code, out, _) =
+        tokio::task::block_in_place(|| gsmgw_cli(&d, &["send", "--csv", &csv_path]));
+    assert_eq!(code, 1, "a rejected row makes the exit non-zero");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["accepted"], 2);
+    assert_eq!(summary["rejected"][0]["line"], 3, "{summary}");
+
+    let (code, out, err) =
+        tokio::task::block_in_place(|| gsmgw_cli(&d, &["messages", "--limit", "10"]));
+    assert_eq!(code, 0, "{err}");
+    let items: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 3);
+
+    let (code, out, err) = tokio::task::block_in_place(|| gsmgw_cli(&d, &["status", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["modems"].as_array().unwrap().len(), 2);
+    assert!(s["queue_depth"].get("otp").is_some(), "{s}");
+    let (code, table, _) = tokio::task::block_in_place(|| gsmgw_cli(&d, &["status"]));
+    assert_eq!(code, 0);
+    assert!(table.contains("queue: otp"), "{table}");
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+            .args([
+                "status",
+                "--url",
+                &format!("http://{}", d.running.api),
+                "--token",
+                "wrong",
+            ])
+            .output()
+            .map(|o| {
+                (
+                    o.status.code().unwrap_or(-1),
+                    (),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
+                )
+            })
+            .unwrap()
+    });
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: 401"), "{err}");
+    d.stop().await;
+}

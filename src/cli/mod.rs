@@ -2,6 +2,7 @@
 //! command family. Each command prints JSON on stdout where another tool may read it,
 //! and exactly one `error: …` line on stderr with a non-zero exit when it fails.
 
+mod client;
 mod modem;
 mod pdu;
 mod probe;
@@ -35,6 +36,12 @@ enum Command {
     /// Make API tokens (`token new --scopes send,read`).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Send a message (or a CSV file of them) through a running daemon.
+    Send(client::SendArgs),
+    /// Modems with signal bars, queue depth by priority, today's counts per SIM.
+    Status(client::StatusArgs),
+    /// List recent messages.
+    Messages(client::MessagesArgs),
 }
 
 /// Runs the command line and maps failures to one stderr line and exit code 1.
@@ -47,6 +54,9 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => serve::check(args),
         Command::Token(cmd) => token::run(cmd),
+        Command::Send(a) => client::send(a),
+        Command::Status(a) => client::status(a),
+        Command::Messages(a) => client::messages(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
