@@ -338,11 +338,14 @@ impl Config {
         api::validate(&self.http, &self.otp).map_err(|(k, m)| bad(&k, m))?;
         let w = &self.webhooks;
         for (i, u) in w.urls.iter().enumerate() {
-            // Plain http only: the gateway talks to local apps (see docs/config.md).
-            if !u.url().starts_with("http://") || u.url().len() <= "http://".len() {
+            let url = u.url();
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(str::is_empty) {
                 return Err(bad(
                     &format!("webhooks.urls[{i}]"),
-                    format!("{:?} is not an http:// URL", u.url()),
+                    format!("{url:?} is not an http:// or https:// URL"),
                 ));
             }
             for e in u.events().unwrap_or_default() {

@@ -274,6 +274,7 @@ impl Webhooks {
 
     /// Starts the delivery worker; stop it with [`WebhookTask::shutdown`].
     pub fn start(self: &Arc<Self>, store: Store) -> Result<WebhookTask, WebhookError> {
+        install_tls_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("gsmgw/", env!("CARGO_PKG_VERSION")))
             // A redirect is not a delivery: the receiver must answer 2xx itself.
@@ -534,6 +535,12 @@ impl Worker {
     }
 }
 
+/// Makes rustls use *ring* for https (webhooks, `gsmgw send --url https://…`): one
+/// crypto provider for the process, and no C toolchain-heavy aws-lc build. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// One POST of one row.
 async fn attempt(
     client: &reqwest::Client,
@@ -541,8 +548,8 @@ async fn attempt(
     secret: Option<&str>,
     timeout: Duration,
 ) -> Outcome {
-    if !row.url.starts_with("http://") {
-        return Outcome::Permanent("only http:// URLs are supported".into());
+    if !(row.url.starts_with("http://") || row.url.starts_with("https://")) {
+        return Outcome::Permanent("only http:// and https:// URLs are supported".into());
     }
     let event_id = serde_json::from_str::<Value>(&row.payload)
         .ok()

@@ -157,3 +157,41 @@ async fn message_events_carry_no_body() {
         .unwrap();
     assert_eq!(none, None);
 }
+
+#[tokio::test]
+async fn https_urls_go_through_tls() {
+    // A server that is not TLS: an https attempt must fail in the TLS handshake (so the
+    // TLS client really runs), as a retryable error, not "unsupported URL".
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for mut s in listener.incoming().flatten().take(1) {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot tls");
+        }
+    });
+    install_tls_provider();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let row = crate::store::EventRow {
+        id: 1,
+        created_at: 0,
+        kind: "message.sent".into(),
+        payload: r#"{"id":"evt_1"}"#.into(),
+        url: format!("https://127.0.0.1:{port}/hook"),
+        attempts: 0,
+        next_attempt_at: 0,
+        delivered_at: None,
+        last_error: None,
+    };
+    match attempt(&client, &row, Some("s"), Duration::from_secs(5)).await {
+        Outcome::Retry(e) => assert!(!e.contains("supported"), "{e}"),
+        Outcome::Permanent(e) => panic!("https refused: {e}"),
+        Outcome::Delivered => panic!("a plain-text server cannot complete a TLS handshake"),
+    }
+    let mut ftp = row.clone();
+    ftp.url = "ftp://127.0.0.1/x".into();
+    assert!(matches!(
+        attempt(&client, &ftp, None, Duration::from_secs(1)).await,
+        Outcome::Permanent(_)
+    ));
+}
