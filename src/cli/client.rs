@@ -83,7 +83,6 @@ struct Api {
 
 impl Api {
     fn new(c: &Conn) -> Res<Api> {
-        crate::webhook::install_tls_provider();
         Ok(Api {
             base: c.url.trim_end_matches('/').to_owned(),
             token: c.token.clone(),

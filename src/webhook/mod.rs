@@ -274,7 +274,6 @@ impl Webhooks {
 
     /// Starts the delivery worker; stop it with [`WebhookTask::shutdown`].
     pub fn start(self: &Arc<Self>, store: Store) -> Result<WebhookTask, WebhookError> {
-        install_tls_provider();
         let client = reqwest::Client::builder()
             .user_agent(concat!("gsmgw/", env!("CARGO_PKG_VERSION")))
             // A redirect is not a delivery: the receiver must answer 2xx itself.
@@ -533,12 +532,6 @@ impl Worker {
             warn!(row = id, error = %e, "cannot record a webhook attempt");
         }
     }
-}
-
-/// Makes rustls use *ring* for https (webhooks, `gsmgw send --url https://…`): one
-/// crypto provider for the process, and no C toolchain-heavy aws-lc build. Idempotent.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// One POST of one row.

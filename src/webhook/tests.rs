@@ -170,7 +170,6 @@ async fn https_urls_go_through_tls() {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot tls");
         }
     });
-    install_tls_provider();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let row = crate::store::EventRow {
         id: 1,
