@@ -9,7 +9,7 @@
 //! Results and the machine they ran on: docs/benchmarks.md.
 
 use gsmgw::config::Config;
-use gsmgw::daemon::{Running, ServeOptions, serve_until};
+use gsmgw::daemon::{Running, ServeOptions};
 use gsmgw::dispatch::priority;
 use gsmgw::store::{self, MessageStatus, NewMessage, Store, now_ms};
 use std::time::{Duration, Instant};
@@ -119,7 +119,7 @@ async fn store_bench() {
 struct Daemon {
     running: Running,
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -136,21 +136,10 @@ async fn daemon(modems: usize, latency: u64) -> Daemon {
         sim_latency: Some((latency, latency)),
         tokens: vec!["bench".into()],
     };
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.await;
-        };
-        if let Err(e) = serve_until(opts, shutdown, move |r| {
-            let _ = ready_tx.send(r);
-        })
+    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(60))
         .await
-        {
-            eprintln!("daemon failed: {e}");
-        }
-    });
-    let running = ready_rx.await.expect("daemon ready");
+        .expect("daemon ready");
+    let (running, stop, task) = (spawned.running, spawned.stop, spawned.task);
     let http = reqwest::Client::new();
     // Wait until every modem is ready.
     loop {
@@ -312,21 +301,10 @@ async fn million_bench() {
         tokens: vec!["bench".into()],
     };
     let rss_before = rss_mb();
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let _ = serve_until(
-            opts,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |r| {
-                let _ = ready_tx.send(r);
-            },
-        )
-        .await;
-    });
-    let running: Running = ready_rx.await.expect("ready");
+    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(120))
+        .await
+        .expect("ready");
+    let (running, stop, task) = (spawned.running, spawned.stop, spawned.task);
     let mut events = running.dispatcher.subscribe();
     let rss_started = rss_mb();
     let mut sent = 0;

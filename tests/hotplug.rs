@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use gsmgw::config::Config;
-use gsmgw::daemon::{Running, ServeOptions, serve_until};
+use gsmgw::daemon::{Running, ServeOptions};
 use hw_sim::{Bank, BankConfig, BankHandle, Fault, ProfileName};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -16,7 +16,7 @@ const TOKEN: &str = "hotplug";
 struct Rig {
     running: Running,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
     bank: Option<BankHandle>,
     http: reqwest::Client,
 }
@@ -48,22 +48,10 @@ async fn rig(dir: &Path, modems: usize, watched: &Path, remove_after_secs: u64) 
         sim_latency: None,
         tokens: vec![TOKEN.into()],
     };
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        serve_until(
-            opts,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |r| {
-                let _ = ready_tx.send(r);
-            },
-        )
+    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(20))
         .await
         .unwrap();
-    });
-    let running = ready_rx.await.unwrap();
+    let (running, stop, task) = (spawned.running, spawned.stop, spawned.task);
     Rig {
         running,
         stop: Some(stop),
@@ -136,7 +124,8 @@ impl Rig {
         tokio::time::timeout(Duration::from_secs(30), &mut self.task)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .expect("the daemon ran without error");
         if let Some(b) = self.bank.take() {
             b.shutdown().await;
         }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use gsmgw::config::Config;
-use gsmgw::daemon::{Running, ServeOptions, serve_until};
+use gsmgw::daemon::{Running, ServeOptions};
 use serde_json::Value;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -70,7 +70,7 @@ fn readme_calls() -> Vec<Call> {
 struct Daemon {
     running: Running,
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
     http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -88,22 +88,10 @@ async fn start() -> Daemon {
         tokens: vec!["secret".into()],
         ..ServeOptions::default()
     };
-    let (stop, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.await;
-        };
-        serve_until(opts, shutdown, move |r| {
-            let _ = ready_tx.send(r);
-        })
+    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(20))
         .await
         .unwrap();
-    });
-    let running = tokio::time::timeout(Duration::from_secs(20), ready_rx)
-        .await
-        .unwrap()
-        .unwrap();
+    let (running, stop, task) = (spawned.running, spawned.stop, spawned.task);
     Daemon {
         running,
         stop,
@@ -254,7 +242,8 @@ async fn the_readme_programs_work_as_shown() {
     tokio::time::timeout(Duration::from_secs(30), d.task)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .expect("the daemon ran without error");
 }
 
 /// Opt-out through the real inbound path (hw-sim → modem → StoreSink), USSD on a
@@ -331,5 +320,6 @@ async fn opt_out_by_sms_ussd_and_sims() {
     tokio::time::timeout(Duration::from_secs(30), d.task)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .expect("the daemon ran without error");
 }

@@ -23,7 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use gsmgw::config::Config;
-use gsmgw::daemon::{Running, ServeOptions, serve_until};
+use gsmgw::daemon::{Running, ServeOptions};
 use hw_sim::{Bank, BankConfig, BankHandle, Fault, ProfileName, RegState};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -544,7 +544,7 @@ async fn kill_9_stress_more_seeds() {
 struct InProc {
     running: Running,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
     http: reqwest::Client,
 }
 
@@ -558,24 +558,10 @@ async fn start_daemon(config: Config, links: &Path, db: PathBuf) -> InProc {
         sim_latency: None,
         tokens: vec![TOKEN.into()],
     };
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.await;
-        };
-        if let Err(e) = serve_until(opts, shutdown, move |r| {
-            let _ = ready_tx.send(r);
-        })
+    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(20))
         .await
-        {
-            panic!("daemon failed: {e}");
-        }
-    });
-    let running = tokio::time::timeout(Duration::from_secs(20), ready_rx)
-        .await
-        .expect("daemon ready in time")
-        .unwrap();
+        .expect("daemon ready in time");
+    let (running, stop_tx, task) = (spawned.running, spawned.stop, spawned.task);
     InProc {
         running,
         stop: Some(stop_tx),
@@ -642,7 +628,8 @@ impl InProc {
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("daemon stops in time")
-            .unwrap();
+            .unwrap()
+            .expect("the daemon ran without error");
     }
 }
 

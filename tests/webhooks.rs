@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use gsmgw::config::{Config, WebhookUrl};
-use gsmgw::daemon::{Running, ServeOptions, serve_until};
+use gsmgw::daemon::{Running, ServeOptions};
 use gsmgw::store;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -186,7 +186,7 @@ fn assert_signed(h: &Hit) {
 struct Daemon {
     running: Running,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
     http: reqwest::Client,
 }
 
@@ -212,24 +212,10 @@ async fn start(config: Config, db: &Path) -> Daemon {
         sim_latency: None,
         tokens: vec![TOKEN.into()],
     };
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.await;
-        };
-        if let Err(e) = serve_until(opts, shutdown, move |r| {
-            let _ = ready_tx.send(r);
-        })
+    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(20))
         .await
-        {
-            panic!("daemon failed: {e}");
-        }
-    });
-    let running = tokio::time::timeout(Duration::from_secs(20), ready_rx)
-        .await
-        .expect("daemon ready in time")
-        .unwrap();
+        .expect("daemon ready in time");
+    let (running, stop_tx, task) = (spawned.running, spawned.stop, spawned.task);
     Daemon {
         running,
         stop: Some(stop_tx),
@@ -270,7 +256,8 @@ impl Daemon {
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("daemon stops in time")
-            .unwrap();
+            .unwrap()
+            .expect("the daemon ran without error");
     }
 }
 

@@ -48,6 +48,50 @@ pub struct Running {
     pub modems: Arc<dyn ModemsView>,
 }
 
+/// A daemon running as a task of the current runtime (tests, benchmarks, programs that
+/// embed gsmgw): where it listens, how to stop it, and the task to await.
+pub struct Spawned {
+    pub running: Running,
+    /// Send (or drop) to shut the daemon down gracefully.
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// Resolves when the daemon has stopped, with its error if it failed.
+    pub task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+/// Starts [`serve_until`] in a task and waits, up to `ready_within`, until the store and
+/// the API are up; a daemon that fails first gives its error.
+pub async fn spawn(opts: ServeOptions, ready_within: Duration) -> Result<Spawned, String> {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        serve_until(opts, shutdown, move |r| {
+            let _ = ready_tx.send(r);
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    let ready = tokio::time::timeout(ready_within, async {
+        tokio::select! {
+            r = ready_rx => r.map_err(|_| "the daemon stopped before it was ready".to_string()),
+            done = &mut task => Err(match done {
+                Ok(Err(e)) => format!("daemon failed: {e}"),
+                Ok(Ok(())) => "the daemon stopped before it was ready".into(),
+                Err(e) => format!("daemon task failed: {e}"),
+            }),
+        }
+    })
+    .await
+    .map_err(|_| format!("the daemon was not ready within {ready_within:?}"))??;
+    Ok(Spawned {
+        running: ready,
+        stop,
+        task,
+    })
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn serve(opts: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
     serve_until(opts, shutdown_signal(), |_| {}).await
