@@ -7,6 +7,7 @@
 //! records the idempotency key's response, so a retry sees exactly the first answer.
 
 use super::body::{Fields, JsonBody, ms, object};
+use super::time::{bounded_duration, bounded_time};
 use super::{ApiError, AppState, Caller, number, templates};
 use crate::dispatch::{Queued, priority};
 use crate::pdu::{self, PlanOptions};
@@ -190,7 +191,17 @@ pub(super) async fn prepare(
         _ => {}
     }
     let prio = priority_of(obj).map_err(at)?;
-    let send_at = f.time("send_at").map_err(at)?;
+    let bound_time = |name: &'static str| -> Result<Option<i64>, ApiError> {
+        f.time(name)?
+            .map(|t| bounded_time(name, t, now))
+            .transpose()
+    };
+    let bound_duration = |name: &'static str| -> Result<Option<Duration>, ApiError> {
+        f.duration(name)?
+            .map(|d| bounded_duration(name, d))
+            .transpose()
+    };
+    let send_at = bound_time("send_at").map_err(at)?;
     if let Some(t) = send_at
         && t < now - settings.send_at_tolerance_ms
     {
@@ -200,8 +211,18 @@ pub(super) async fn prepare(
             "send_at is in the past",
         )));
     }
-    let ttl = f.duration("ttl").map_err(at)?;
-    let expires_at = match (f.time("expires_at").map_err(at)?, ttl) {
+    // Which of the two is given decides before their bounds do.
+    if f.0.get("ttl").is_some_and(|v| !v.is_null())
+        && f.0.get("expires_at").is_some_and(|v| !v.is_null())
+    {
+        return Err(at(ApiError::field(
+            "ttl",
+            "conflict",
+            "give ttl or expires_at, not both",
+        )));
+    }
+    let ttl = bound_duration("ttl").map_err(at)?;
+    let expires_at = match (bound_time("expires_at").map_err(at)?, ttl) {
         (Some(_), Some(_)) => {
             return Err(at(ApiError::field(
                 "ttl",
@@ -222,7 +243,7 @@ pub(super) async fn prepare(
             "the message would expire before it is sent",
         )));
     }
-    let validity = f.duration("validity").map_err(at)?;
+    let validity = bound_duration("validity").map_err(at)?;
     if validity.is_some_and(|v| v < Duration::from_secs(300)) {
         return Err(at(ApiError::field(
             "validity",
@@ -245,8 +266,8 @@ pub(super) async fn prepare(
     let flash = f.bool("flash").map_err(at)?.unwrap_or(false);
     let sim = f.str("sim").map_err(at)?.map(str::to_owned);
     // The reminder: appointment_at - remind_before, expiring at the appointment.
-    let appointment_at = f.time("appointment_at").map_err(at)?;
-    let remind_before = f.duration("remind_before").map_err(at)?;
+    let appointment_at = bound_time("appointment_at").map_err(at)?;
+    let remind_before = bound_duration("remind_before").map_err(at)?;
     let reminder_template = f.str("reminder_template").map_err(at)?;
     let reminder = match (appointment_at, remind_before) {
         (None, None) if reminder_template.is_none() => None,
@@ -424,12 +445,17 @@ pub(super) fn idempotency_key(
     Ok(Some(format!("{}\n{route}\n{key}", caller.token)))
 }
 
-/// The first response to this key, if the same body was sent before; 409 if another
-/// body was.
+/// Builds a response body from the committed messages of each request.
+pub(super) type Respond = fn(&[Vec<Stored>]) -> Value;
+
+/// The answer to a repeated key, if the same body was sent before; 409 if another body
+/// was. `respond` renders the messages the first request created (as they are now)
+/// when the key recorded their ids rather than a whole response.
 pub(super) async fn replay(
     state: &AppState,
     key: &Option<String>,
     body_hash: &str,
+    respond: Option<Respond>,
 ) -> Result<Option<Response>, ApiError> {
     let Some(k) = key.clone() else {
         return Ok(None);
@@ -440,11 +466,31 @@ pub(super) async fn replay(
         .await?;
     match found {
         None => Ok(None),
-        Some(r) => stored_response(r, body_hash).map(Some),
+        Some(r) => stored_response(state, r, body_hash, respond).await.map(Some),
     }
 }
 
-fn stored_response(r: IdempotentResponse, body_hash: &str) -> Result<Response, ApiError> {
+/// Marks an idempotency record that holds the ids of the messages a request created
+/// (one list per request of a batch) instead of a rendered response.
+const REPLAY_IDS: &str = "gsmgw_replay_ids";
+
+/// What an idempotency record keeps for a messages request: the ids it created, so the
+/// response is rendered outside the store's writer (and a replay shows them as they
+/// are now, under the same ids).
+fn replay_record(all: &[Vec<Stored>]) -> String {
+    let ids: Vec<Vec<i64>> = all
+        .iter()
+        .map(|r| r.iter().map(|(m, _, _)| m.id).collect())
+        .collect();
+    json!({ REPLAY_IDS: ids }).to_string()
+}
+
+async fn stored_response(
+    state: &AppState,
+    r: IdempotentResponse,
+    body_hash: &str,
+    respond: Option<Respond>,
+) -> Result<Response, ApiError> {
     if r.body_hash != body_hash {
         return Err(ApiError::conflict(
             "idempotency_conflict",
@@ -452,7 +498,31 @@ fn stored_response(r: IdempotentResponse, body_hash: &str) -> Result<Response, A
         ));
     }
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    let body: Value = serde_json::from_str(&r.response).unwrap_or(Value::Null);
+    let mut body: Value = serde_json::from_str(&r.response).unwrap_or(Value::Null);
+    let ids: Option<Vec<Vec<i64>>> = body
+        .get(REPLAY_IDS)
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    if let (Some(ids), Some(respond)) = (ids, respond) {
+        let all = state
+            .store
+            .read(move |c| {
+                let mut all = Vec::with_capacity(ids.len());
+                for group in ids {
+                    let mut recs = Vec::with_capacity(group.len());
+                    for id in group {
+                        let Some(m) = store::get_message(c, id)? else {
+                            continue;
+                        };
+                        let (g, t) = store::message_meta(c, id)?.unwrap_or_default();
+                        recs.push((m, g, t));
+                    }
+                    all.push(recs);
+                }
+                Ok(all)
+            })
+            .await?;
+        body = respond(&all);
+    }
     let mut resp = (status, Json(body)).into_response();
     resp.headers_mut().insert(
         "idempotent-replayed",
@@ -470,21 +540,47 @@ pub(super) type Stored = (MessageRecord, Option<i64>, Option<String>);
 
 /// The outcome of a committed write that may have lost an idempotency race.
 pub(super) enum Committed<T> {
-    Done(T, Value),
+    Done(T),
     Replayed(IdempotentResponse),
 }
 
-/// Inserts prepared requests in one write (with the idempotency record), then tells the
-/// dispatcher. Returns the records of each request's messages and the response body
-/// `respond` built inside the write.
+/// Inserts prepared requests in one write (with the idempotency record and the
+/// creating token), then tells the dispatcher and renders the response with `respond`
+/// outside the write. Refuses (429) when the token's pending callbacks would pass
+/// `http.max_pending_callbacks`.
 pub(super) async fn commit(
     state: &AppState,
+    caller: &Caller,
     prepared: Vec<Prepared>,
     idem: Option<(String, String)>,
     status: StatusCode,
-    respond: fn(&[Vec<Stored>]) -> Value,
+    respond: Respond,
 ) -> Result<Response, ApiError> {
     let now = now_ms();
+    let callbacks = prepared
+        .iter()
+        .flat_map(|p| &p.messages)
+        .filter(|m| m.message.callback_url.is_some())
+        .count() as u64;
+    if callbacks > 0 {
+        let cap = state.settings.max_pending_callbacks;
+        let owner = caller.token.clone();
+        let pending = state
+            .store
+            .read(move |c| store::pending_callbacks(c, &owner))
+            .await?;
+        if pending.saturating_add(callbacks) > cap {
+            return Err(ApiError::too_many(
+                "too_many_pending_callbacks",
+                format!(
+                    "this token has {pending} callbacks waiting to be delivered (at most {cap}); \
+                     retry when its callback_url answers again"
+                ),
+                60,
+            ));
+        }
+    }
+    let owner = caller.token.clone();
     let idem_hash = idem.as_ref().map(|i| i.1.clone());
     let out = state
         .store
@@ -504,13 +600,13 @@ pub(super) async fn commit(
                         group = Some(id);
                     }
                     store::set_message_meta(c, id, group, m.template.as_deref())?;
+                    store::set_owner(c, id, &owner)?;
                     let rec = store::get_message(c, id)?
                         .ok_or_else(|| store::StoreError::NotFound(format!("message {id}")))?;
                     recs.push((rec, group, m.template.clone()));
                 }
                 all.push(recs);
             }
-            let body = respond(&all);
             if let Some((key, hash)) = &idem {
                 store::put_idempotency(
                     c,
@@ -518,21 +614,24 @@ pub(super) async fn commit(
                     &IdempotentResponse {
                         body_hash: hash.clone(),
                         status: status.as_u16(),
-                        response: body.to_string(),
+                        response: replay_record(&all),
                     },
                     now,
                 )?;
             }
-            Ok(Committed::Done(all, body))
+            Ok(Committed::Done(all))
         })
         .await?;
     match out {
-        Committed::Replayed(r) => stored_response(r, idem_hash.as_deref().unwrap_or("")),
-        Committed::Done(all, body) => {
+        Committed::Replayed(r) => {
+            stored_response(state, r, idem_hash.as_deref().unwrap_or(""), Some(respond)).await
+        }
+        Committed::Done(all) => {
             for (rec, _, _) in all.iter().flatten() {
                 state.dispatcher.enqueued(Queued::from_record(rec));
             }
-            Ok((status, Json(body)).into_response())
+            // Rendered here, off the store's writer thread.
+            Ok((status, Json(respond(&all))).into_response())
         }
     }
 }
@@ -560,16 +659,18 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &caller, "messages")?;
     let hash = body_hash(&body.bytes);
-    if let Some(r) = replay(&state, &key, &hash).await? {
+    let respond: Respond = |all| all.first().map_or(Value::Null, |r| single_json(r));
+    if let Some(r) = replay(&state, &key, &hash, Some(respond)).await? {
         return Ok(r);
     }
     let prepared = prepare(&state, &body.value, now_ms(), "").await?;
     commit(
         &state,
+        &caller,
         vec![prepared],
         key.map(|k| (k, hash)),
         StatusCode::ACCEPTED,
-        |all| all.first().map_or(Value::Null, |r| single_json(r)),
+        respond,
     )
     .await
 }
@@ -582,7 +683,9 @@ pub(super) async fn batch(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &caller, "messages/batch")?;
     let hash = body_hash(&body.bytes);
-    if let Some(r) = replay(&state, &key, &hash).await? {
+    let respond: Respond =
+        |all| json!({"messages": all.iter().map(|r| single_json(r)).collect::<Vec<_>>()});
+    if let Some(r) = replay(&state, &key, &hash, Some(respond)).await? {
         return Ok(r);
     }
     let obj = body.object(&["messages"])?;
@@ -620,10 +723,11 @@ pub(super) async fn batch(
     }
     commit(
         &state,
+        &caller,
         prepared,
         key.map(|k| (k, hash)),
         StatusCode::ACCEPTED,
-        |all| json!({"messages": all.iter().map(|r| single_json(r)).collect::<Vec<_>>()}),
+        respond,
     )
     .await
 }
@@ -743,6 +847,7 @@ pub(super) async fn list(
 /// reminder): whatever of them is still queued or scheduled.
 pub(super) async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, "message")?;
@@ -753,6 +858,11 @@ pub(super) async fn cancel(
             let Some((group, _)) = store::message_meta(c, id)? else {
                 return Ok(None);
             };
+            // Another token's message is as good as absent (no probing of ids).
+            let owner = store::message_owner(c, id)?.flatten();
+            if !caller.owns(owner.as_deref()) {
+                return Ok(None);
+            }
             let members = match group {
                 Some(g) => store::group_members(c, g)?,
                 None => vec![id],
@@ -789,9 +899,7 @@ pub(super) async fn cancel(
     )
 }
 
-pub(super) fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(store::from_ms(ms)).to_string()
-}
+pub(super) use super::time::rfc3339;
 
 /// The message as the API shows it; the body of a masked message (a one-time code) is
 /// never shown.

@@ -11,7 +11,9 @@ mod misc;
 mod number;
 pub mod openapi;
 mod otp;
+pub mod server;
 mod templates;
+pub mod time;
 
 pub use auth::{ApiToken, RateLimiter, Scope, ct_eq, sha256};
 pub use error::ApiError;
@@ -88,6 +90,8 @@ pub struct ApiSettings {
     pub known_sims: Vec<String>,
     pub otp: OtpConfig,
     pub optout: OptOutConfig,
+    /// Most undelivered `callback_url` events per token (`http.max_pending_callbacks`).
+    pub max_pending_callbacks: u64,
 }
 
 impl Default for ApiSettings {
@@ -102,6 +106,7 @@ impl Default for ApiSettings {
             known_sims: Vec::new(),
             otp: OtpConfig::default(),
             optout: OptOutConfig::default(),
+            max_pending_callbacks: 1000,
         }
     }
 }
@@ -133,6 +138,7 @@ impl ApiSettings {
             known_sims: cfg.pool.sims.iter().map(|s| s.iccid.clone()).collect(),
             otp: cfg.otp.clone(),
             optout: cfg.optout.clone(),
+            max_pending_callbacks: cfg.http.max_pending_callbacks,
         }
     }
 }
@@ -140,8 +146,19 @@ impl ApiSettings {
 /// Who is calling (set by the auth layer for every `/v1` route).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The token's name: scopes idempotency keys and rate limits.
+    /// The token's name: scopes idempotency keys and rate limits, and owns what the
+    /// token creates.
     pub token: String,
+    /// An admin token acts on everything; others only on what they created.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// May this caller act on (cancel, verify) something `owner` created? Rows from
+    /// before owners were recorded (`None`) belong to admins only.
+    pub fn owns(&self, owner: Option<&str>) -> bool {
+        self.admin || owner == Some(self.token.as_str())
+    }
 }
 
 /// Every route: method, path, the scope it needs (`None`: any valid token; the public
@@ -198,7 +215,10 @@ pub enum Access {
     Scope(Scope),
 }
 
+/// The access a request needs. HEAD is a GET without the body, so it needs what GET
+/// needs; a method no route lists needs admin (axum answers it 405 after auth).
 fn access_of(method: &str, path: &str) -> Access {
+    let method = if method == "HEAD" { "GET" } else { method };
     ROUTES
         .iter()
         .find(|(m, p, _)| *m == method && *p == path)
@@ -240,7 +260,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .merge(v1)
@@ -281,21 +301,58 @@ async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     }
     req.extensions_mut().insert(Caller {
         token: token.name.clone(),
+        admin: token.allows(Scope::Admin),
     });
     next.run(req).await
 }
 
+/// Liveness: the process serves and its store writer runs. A stopped writer makes the
+/// daemon exit (systemd restarts it); until then this says so.
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.writer_failure() {
+        None => "ok".into_response(),
+        Some(why) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("store writer stopped: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// How long `/readyz` waits for the store to answer a read.
+const READY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Readiness: the store answers a read within a second, its writer runs and its last
+/// commit succeeded (a full disk or a read-only file shows here, with the reason), and
+/// at least one modem can send. Never writes, so a locked database cannot hold it up.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let store_ok = state
-        .store
-        .write(|c| {
-            c.execute_batch("SELECT 1")?;
+    let read = tokio::time::timeout(
+        READY_READ_TIMEOUT,
+        state.store.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
             Ok(())
-        })
-        .await
-        .is_ok();
+        }),
+    )
+    .await;
+    let mut reason = match read {
+        Err(_) => Some(format!(
+            "the store did not answer a read within {READY_READ_TIMEOUT:?}"
+        )),
+        Ok(Err(e)) => Some(e.to_string()),
+        Ok(Ok(())) => None,
+    };
+    if let Some(why) = state.store.writer_failure() {
+        reason = Some(format!("store writer stopped: {why}"));
+    } else if let Some(e) = state.store.last_write_error() {
+        reason.get_or_insert_with(|| format!("the last write failed: {e}"));
+    }
+    let store_ok = reason.is_none();
     let ready = state.modems.ready_count();
-    let body = serde_json::json!({"store": store_ok, "modems_ready": ready});
+    let body = serde_json::json!({
+        "store": store_ok,
+        "store_error": reason,
+        "modems_ready": ready,
+    });
     if store_ok && ready > 0 {
         axum::Json(body).into_response()
     } else {

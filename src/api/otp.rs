@@ -42,7 +42,7 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &caller, "otp")?;
     let hash = body_hash(&body.bytes);
-    if let Some(r) = replay(&state, &key, &hash).await? {
+    if let Some(r) = replay(&state, &key, &hash, None).await? {
         return Ok(r);
     }
     let obj = body.object(&["to", "length", "ttl", "template", "vars", "sim"])?;
@@ -170,6 +170,8 @@ pub(super) async fn create(
     let code_hash = hash_code(&salt, &code);
     drop(code);
     let idem = key.map(|k| (k, hash));
+    let owner = caller.token.clone();
+    let expires_text = super::time::rfc3339(expires_at);
     let out = state
         .store
         .write(move |c| {
@@ -180,6 +182,7 @@ pub(super) async fn create(
             }
             let mid = store::insert_message(c, &message, now)?;
             store::set_message_meta(c, mid, None, Some(&template))?;
+            store::set_owner(c, mid, &owner)?;
             let id = store::insert_otp(
                 c,
                 &NewOtp {
@@ -199,7 +202,7 @@ pub(super) async fn create(
                 "message_id": mid,
                 "to": message.to,
                 "status": "queued",
-                "expires_at": super::messages::rfc3339(expires_at),
+                "expires_at": expires_text,
                 "max_attempts": max_attempts,
             });
             if let Some((k, h)) = &idem {
@@ -232,6 +235,7 @@ pub(super) async fn create(
 
 pub(super) async fn verify(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
@@ -252,6 +256,11 @@ pub(super) async fn verify(
             let Some(o) = store::get_otp(c, id)? else {
                 return Ok(None);
             };
+            // Another token's code is as good as absent: its attempts are not spent.
+            let owner = store::message_owner(c, o.message_id)?.flatten();
+            if !caller.owns(owner.as_deref()) {
+                return Ok(None);
+            }
             let left = |a: u32| o.max_attempts.saturating_sub(a);
             if o.verified_at.is_some() {
                 // A code verifies once; a replay is as good as a wrong code.

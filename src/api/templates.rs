@@ -61,10 +61,25 @@ pub fn placeholders(body: &str) -> Result<Vec<String>, String> {
 }
 
 /// Fills in every placeholder; 400 `missing_variable` naming the first one not given.
+/// The longest text a template may render to: as much as a request body may carry.
+/// Far beyond what any message's part limit lets through, and it stops a small
+/// template with thousands of placeholders from growing without bound.
+pub const MAX_RENDERED: usize = super::BODY_LIMIT;
+
 pub fn render(body: &str, vars: &BTreeMap<String, String>) -> Result<String, ApiError> {
-    let mut out = String::with_capacity(body.len());
+    let mut out = String::with_capacity(body.len().min(MAX_RENDERED));
     let mut rest = body;
+    let too_long = || {
+        ApiError::field(
+            "vars",
+            "too_long",
+            format!("the template renders to more than {MAX_RENDERED} bytes"),
+        )
+    };
     while let Some(start) = rest.find("{{") {
+        if out.len() + start > MAX_RENDERED {
+            return Err(too_long());
+        }
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
@@ -79,8 +94,14 @@ pub fn render(body: &str, vars: &BTreeMap<String, String>) -> Result<String, Api
                 format!("the template needs the variable {name:?}"),
             )
         })?;
+        if out.len() + value.len() > MAX_RENDERED {
+            return Err(too_long());
+        }
         out.push_str(value);
         rest = &after[end + 2..];
+    }
+    if out.len() + rest.len() > MAX_RENDERED {
+        return Err(too_long());
     }
     out.push_str(rest);
     Ok(out)
@@ -94,8 +115,8 @@ fn template_json(t: &TemplateRecord) -> Value {
         "body": t.body,
         "description": t.description,
         "variables": vars,
-        "created_at": super::messages::rfc3339(t.created_at),
-        "updated_at": super::messages::rfc3339(t.updated_at),
+        "created_at": super::time::rfc3339(t.created_at),
+        "updated_at": super::time::rfc3339(t.updated_at),
     })
 }
 

@@ -18,8 +18,8 @@ impl ModemsView for NoModems {
     }
 }
 
-/// Tokens: `s3cret` (every scope, the plain kind), `sender` (send), `reader` (read),
-/// `slow` (send, 2 requests then 429).
+/// Tokens: `s3cret` (every scope, the plain kind), `sender` (send), `sender2` (send,
+/// read), `admin` (admin), `reader` (read), `slow` (send, 2 requests then 429).
 fn settings() -> ApiSettings {
     let scoped = |name: &str, scopes: Vec<Scope>| ApiToken {
         name: name.into(),
@@ -31,6 +31,8 @@ fn settings() -> ApiSettings {
         tokens: vec![
             ApiToken::plain("plain", "s3cret"),
             scoped("sender", vec![Scope::Send]),
+            scoped("sender2", vec![Scope::Send, Scope::Read]),
+            scoped("admin", vec![Scope::Admin]),
             scoped("reader", vec![Scope::Read]),
             ApiToken {
                 rate_limit: Some(crate::config::RateLimitConfig {
@@ -46,6 +48,10 @@ fn settings() -> ApiSettings {
 }
 
 async fn app() -> (tempfile::TempDir, Store, Router) {
+    app_with(settings()).await
+}
+
+async fn app_with(settings: ApiSettings) -> (tempfile::TempDir, Store, Router) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("api.db")).unwrap();
     let (dispatcher, _task) = Dispatcher::start(
@@ -58,7 +64,7 @@ async fn app() -> (tempfile::TempDir, Store, Router) {
     let state = AppState {
         store: store.clone(),
         dispatcher,
-        settings: Arc::new(settings()),
+        settings: Arc::new(settings),
         modems: Arc::new(NoModems),
         limiter: Arc::default(),
     };
@@ -1471,4 +1477,279 @@ async fn openapi_document_is_valid_and_complete() {
         Err(e) if !required => eprintln!("no python3 ({e}): structural checks only"),
         Err(e) => panic!("python3: {e}"),
     }
+}
+
+// ---- Issue #10: the audit's findings, one regression test each (see also store,
+// server, webhook, AT and dispatcher tests). ----
+
+/// Writes one row through the store, as any later request would: the writer lives.
+async fn store_takes_a_write(store: &Store) -> bool {
+    store
+        .write(|c| {
+            c.execute_batch("CREATE TABLE IF NOT EXISTS probe (x); INSERT INTO probe VALUES (1)")?;
+            Ok(())
+        })
+        .await
+        .is_ok()
+}
+
+/// Finding 1: times past the documented bound (366 days ahead) are refused naming the
+/// field, nothing is stored, and the store goes on taking writes. On the old code the
+/// first of these stopped the store's writer for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_future_times_are_refused_and_the_store_keeps_writing() {
+    let (_d, store, app) = app().await;
+    let base = || json!({"to": "+491701234567", "text": "hi"});
+    let with = |k: &str, v: Value| {
+        let mut b = base();
+        b[k] = v;
+        b
+    };
+    let cases = [
+        (with("send_at", json!(253_402_300_800_000i64)), "send_at", "too_far_ahead"),
+        (with("send_at", json!(i64::MAX)), "send_at", "too_far_ahead"),
+        (with("send_at", json!("9999-12-31T23:59:59Z")), "send_at", "too_far_ahead"),
+        (with("expires_at", json!(253_402_300_800_000i64)), "expires_at", "too_far_ahead"),
+        (with("expires_at", json!(-1)), "expires_at", "invalid_time"),
+        (with("ttl", json!("9000000y")), "ttl", "too_long"),
+        (with("ttl", json!(u64::MAX)), "ttl", "too_long"),
+        (with("validity", json!("500y")), "validity", "too_long"),
+        (
+            json!({"to": "+491701234567", "template": "appointment_confirmation",
+                   "vars": {"name": "A", "when": "B"},
+                   "appointment_at": 253_402_300_800_000i64, "remind_before": "24h"}),
+            "appointment_at",
+            "too_far_ahead",
+        ),
+        (
+            json!({"to": "+491701234567", "template": "appointment_confirmation",
+                   "vars": {"name": "A", "when": "B"},
+                   "appointment_at": now_plus_hours(48), "remind_before": "9000000y"}),
+            "remind_before",
+            "too_long",
+        ),
+    ];
+    for (body, field, code) in cases {
+        let (s, v) = post(&app, "/v1/messages", "sender", body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body} → {v}");
+        assert_eq!(v["error"]["field"], field, "{body} → {v}");
+        assert_eq!(v["error"]["code"], code, "{body} → {v}");
+        assert!(store_takes_a_write(&store).await, "after {body}");
+    }
+    // One bad item in a batch: the whole batch is refused, naming the item.
+    let (s, v) = post(
+        &app,
+        "/v1/messages/batch",
+        "sender",
+        json!({"messages": [base(), with("send_at", json!(253_402_300_800_000i64))]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["field"], "messages[1].send_at");
+    assert_eq!(rows(&store), 0, "nothing stored for refused requests");
+    // Right at the bound is fine, and the response formats it.
+    let (s, v) = post(&app, "/v1/messages", "sender", with("send_at", json!(now_plus_hours(24 * 365)))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert!(store_takes_a_write(&store).await);
+    let (s, _) = call(&app, "GET", "/healthz", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// Finding 1: a stopped writer shows on /healthz (until the daemon exits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_says_when_the_store_writer_stopped() {
+    let (_d, store, app) = app().await;
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    store.crash_writer_for_tests();
+    tokio::time::timeout(std::time::Duration::from_secs(10), store.writer_stopped())
+        .await
+        .unwrap();
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("store writer stopped"));
+    let (s, v) = call(&app, "GET", "/readyz", None, None).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["store"], false);
+    assert!(v["store_error"].as_str().unwrap().contains("writer stopped"), "{v}");
+}
+
+/// Finding 8: a send token cancels and verifies only what it created; another send
+/// token gets 404 (and spends none of the code's attempts); admin acts on all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_creating_token_acts_on_its_messages_and_codes() {
+    let (_d, store, app) = app().await;
+    let body = json!({"to": "+491701234567", "text": "hi", "send_at": now_plus_hours(1)});
+    let (s, v) = post(&app, "/v1/messages", "sender", body.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let (s, v) = call(&app, "DELETE", &format!("/v1/messages/{id}"), Some("sender2"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another token's message: {v}");
+    let (s, v) = call(&app, "DELETE", &format!("/v1/messages/{id}"), Some("sender"), None).await;
+    assert_eq!((s, v["status"].clone()), (StatusCode::OK, json!("cancelled")));
+    let (s, v) = post(&app, "/v1/messages", "sender", body).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = v["id"].as_i64().unwrap();
+    let (s, _) = call(&app, "DELETE", &format!("/v1/messages/{id}"), Some("admin"), None).await;
+    assert_eq!(s, StatusCode::OK, "admin acts on all");
+
+    let (s, v) = post(&app, "/v1/otp", "sender", json!({"to": "+491701234569"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let otp = v["id"].as_i64().unwrap();
+    for _ in 0..5 {
+        let (s, _) = post(
+            &app,
+            &format!("/v1/otp/{otp}/verify"),
+            "sender2",
+            json!({"code": "000000"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    let attempts: i64 = store
+        .read(move |c| Ok(c.query_row("SELECT attempts FROM otps WHERE id = ?1", [otp], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "another token spent none of the attempts");
+    let (s, v) = post(&app, &format!("/v1/otp/{otp}/verify"), "sender", json!({"code": "000000"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_ne!(v["result"], "too_many_attempts");
+}
+
+/// Finding 10: a template cannot render past a bound, however many placeholders it
+/// has; the request is refused before any planning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_output_is_bounded() {
+    let (_d, _store, app) = app().await;
+    let body = "{{v}}".repeat(5000);
+    let (s, v) = post(
+        &app,
+        "/v1/templates",
+        "s3cret",
+        json!({"name": "bomb", "body": body}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let big = "x".repeat(20_000);
+    let (s, v) = post(
+        &app,
+        "/v1/estimate",
+        "reader",
+        json!({"template": "bomb", "vars": {"v": big}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "too_long");
+    assert_eq!(v["error"]["field"], "vars");
+    let (s, v) = post(
+        &app,
+        "/v1/messages",
+        "sender",
+        json!({"to": "+491701234567", "template": "bomb", "vars": {"v": big}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "too_long");
+}
+
+/// Finding 11: HEAD needs what GET needs (it was treated as an unlisted method, so
+/// admin only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_needs_what_get_needs() {
+    let (_d, _store, app) = app().await;
+    for uri in ["/v1/messages", "/v1/inbox", "/v1/templates"] {
+        let resp = app
+            .clone()
+            .oneshot(
+                Request::head(uri)
+                    .header("authorization", "Bearer reader")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "HEAD {uri}");
+    }
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::head("/v1/messages")
+                .header("authorization", "Bearer sender")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "send scope cannot read");
+}
+
+/// Finding 11: /readyz does not write; it answers at once while another process holds
+/// the write lock, and says so when the last commit failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reads_and_answers_while_the_database_is_locked() {
+    let (_d, store, app) = app().await;
+    let other = rusqlite::Connection::open(store.path()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (s, v) = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        call(&app, "GET", "/readyz", None, None),
+    )
+    .await
+    .expect("readyz answers while the write lock is held (it used to wait 10 s and more)");
+    // No modems here, so 503; the store itself reads fine.
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(v["store"], true, "{v}");
+    assert_eq!(v["modems_ready"], 0);
+    other.execute_batch("COMMIT").unwrap();
+}
+
+/// Finding 3: one token's undelivered callbacks are capped; past the cap its new
+/// messages with a callback_url get 429, others' are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_callbacks_are_capped_per_token() {
+    let (_d, store, app) = app_with(ApiSettings {
+        max_pending_callbacks: 2,
+        ..settings()
+    })
+    .await;
+    let url = "https://hooks.example.com/sms";
+    let body = json!({"to": "+491701234567", "text": "hi", "callback_url": url});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (s, v) = post(&app, "/v1/messages", "sender", body.clone()).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        ids.push(v["id"].as_i64().unwrap());
+    }
+    // Their events wait (the destination does not answer).
+    store
+        .write(move |c| {
+            for id in ids {
+                crate::store::enqueue_event(
+                    c,
+                    "message.sent",
+                    &json!({"id": id}),
+                    &[url.to_owned(), "https://operator.example/hook".to_owned()],
+                    1000,
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (s, v) = post(&app, "/v1/messages", "sender", body.clone()).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["error"]["code"], "too_many_pending_callbacks");
+    let (s, _) = post(&app, "/v1/messages", "sender", json!({"to": "+491701234567", "text": "no callback"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "messages without a callback still go");
+    let (s, _) = post(&app, "/v1/messages", "sender2", body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "another token is not affected");
 }

@@ -111,9 +111,14 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     {
         tokens.push(t.trim().to_owned());
     }
-    if tokens.is_empty() {
+    // Scoped tokens ([[http.tokens]]) stand alone: a plain token is needed only when
+    // there are none.
+    if tokens.is_empty() && config.http.tokens.is_empty() {
         if args.sim.is_none() {
-            return Err("no API token: set GSMGW_API_TOKEN or http.token in the config".into());
+            return Err(
+                "no API token: set GSMGW_API_TOKEN, http.token or [[http.tokens]] in the config"
+                    .into(),
+            );
         }
         let t = random_token()?;
         println!("no API token configured; this run accepts: {t}");

@@ -295,9 +295,31 @@ pub async fn serve_until(
         dispatcher: dispatcher.clone(),
         modems: fleet.clone(),
     });
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // The store's writer stopping (it should not: a panicking write fails alone) ends
+    // the daemon with an error, so systemd restarts it instead of leaving a process
+    // that accepts nothing.
+    let writer_failed = Arc::new(std::sync::Mutex::new(None::<String>));
+    let stop_or_writer = {
+        let store = store.clone();
+        let failed = writer_failed.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                why = store.writer_stopped() => {
+                    error!(error = %why, "the store writer stopped; exiting so the service restarts");
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some(why);
+                    }
+                }
+            }
+        }
+    };
+    let limits = api::server::Limits {
+        header_timeout: Duration::from_secs(cfg.http.header_timeout_secs.max(1)),
+        max_connections: cfg.http.max_connections,
+        ..api::server::Limits::default()
+    };
+    api::server::serve(listener, api::router(state), limits, stop_or_writer).await?;
 
     info!("shutting down");
     dispatcher.shutdown();
@@ -322,7 +344,11 @@ pub async fn serve_until(
         );
     }
     store.close();
-    Ok(())
+    let failed = writer_failed.lock().ok().and_then(|mut f| f.take());
+    match failed {
+        Some(why) => Err(format!("the store writer stopped: {why}").into()),
+        None => Ok(()),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -18,6 +18,34 @@ pub fn set_message_meta(
     Ok(())
 }
 
+/// Records the API token that created a message.
+pub fn set_owner(conn: &Connection, id: i64, owner: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE messages SET owner = ?2 WHERE id = ?1")?
+        .execute(params![id, owner])?;
+    Ok(())
+}
+
+/// The token that created a message: `None` if there is no such message, `Some(None)`
+/// for a message from before owners were recorded.
+pub fn message_owner(conn: &Connection, id: i64) -> Result<Option<Option<String>>> {
+    Ok(conn
+        .prepare_cached("SELECT owner FROM messages WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}
+
+/// How many of `owner`'s callback events are still waiting to be delivered (given-up
+/// ones do not count).
+pub fn pending_callbacks(conn: &Connection, owner: &str) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM events WHERE owner = ?1 AND delivered_at IS NULL \
+             AND next_attempt_at < ?2",
+        )?
+        .query_row(params![owner, super::GAVE_UP], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// A message's group and template.
 pub fn message_meta(conn: &Connection, id: i64) -> Result<Option<(Option<i64>, Option<String>)>> {
     Ok(conn

@@ -63,7 +63,7 @@ pub fn enqueue_event(
     let payload = serde_json::json!({
         "id": event_id,
         "type": kind,
-        "created_at": humantime::format_rfc3339_millis(super::from_ms(now)).to_string(),
+        "created_at": super::rfc3339(now),
         "data": data,
     })
     .to_string();
@@ -71,6 +71,18 @@ pub fn enqueue_event(
         .execute(params![first_row, payload])?;
     for url in rest {
         insert.execute(params![now, kind, payload, url])?;
+    }
+    // A message's own callback_url is the app's (token's) destination: mark its row
+    // with the token, so the API can cap the callbacks one token has pending.
+    if kind.starts_with("message.")
+        && let Some(id) = data.get("id").and_then(serde_json::Value::as_i64)
+    {
+        conn.prepare_cached(
+            "UPDATE events SET owner = m.owner FROM messages m \
+             WHERE events.id >= ?1 AND m.id = ?2 AND m.owner IS NOT NULL \
+             AND events.url = m.callback_url",
+        )?
+        .execute(params![first_row, id])?;
     }
     Ok(Some(event_id))
 }

@@ -5,8 +5,14 @@
 //! Writes go through one writer thread that gathers whatever writes are waiting into a
 //! single transaction (group commit) and answers each caller only after that commit:
 //! many concurrent producers share one fsync. Each write runs in its own savepoint, so
-//! one failing write does not undo the others in its group. Reads use separate
-//! connections, which WAL lets run alongside the writer.
+//! one failing write does not undo the others in its group, and a write that panics
+//! fails alone: the writer catches it, rolls its savepoint back and goes on. If the
+//! writer thread ever stops all the same, [`Store::writer_failure`] says why and
+//! [`Store::writer_stopped`] wakes the daemon, which exits non-zero so systemd restarts
+//! it. Reads use separate connections, which WAL lets run alongside the writer.
+//!
+//! The database and its `-wal`/`-shm` files are private to the service (mode 0600):
+//! they hold message texts and, until they are handed to a modem, one-time codes.
 
 mod api_misc;
 mod events;
@@ -51,11 +57,37 @@ pub enum StoreError {
     Conflict(String),
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// The database cannot take writes now (disk full, read-only, I/O error, locked by
+    /// another process); it may again later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A write panicked; it was rolled back and the writer went on.
+    #[error("internal error in a store write: {0}")]
+    Panicked(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e.to_string())
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(
+                C::DiskFull
+                | C::ReadOnly
+                | C::SystemIoFailure
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::CannotOpen
+                | C::FileLockingProtocolFailed,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Sqlite(e.to_string()),
+        }
+    }
+}
+
+impl StoreError {
+    /// True when retrying later may succeed (the API answers 503 with `Retry-After`).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::WriterGone)
     }
 }
 
@@ -81,6 +113,34 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Mutex<Vec<Connection>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    health: Arc<Health>,
+    busy: Duration,
+}
+
+/// What the writer thread tells the rest of the process about itself.
+#[derive(Default)]
+struct Health {
+    /// Why the writer thread stopped, if it stopped other than by [`Store::close`].
+    failure: Mutex<Option<String>>,
+    stopped: tokio::sync::Notify,
+    /// The last group commit's error (or BEGIN's), cleared by the next good commit.
+    last_error: Mutex<Option<StoreError>>,
+}
+
+impl Health {
+    fn set_last_error(&self, e: Option<&StoreError>) {
+        if let Ok(mut l) = self.last_error.lock() {
+            *l = e.cloned();
+        }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
 }
 
 /// Current time as unix milliseconds, the unit every timestamp column uses.
@@ -97,7 +157,83 @@ pub fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-fn open_conn(path: &Path, write: bool) -> Result<Connection> {
+/// Creates the database file private to the service (0600) before SQLite opens it, so
+/// SQLite, which gives `-wal` and `-shm` the main file's mode, creates those 0600 too;
+/// tightens files an older version created with the umask's mode.
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let open_err = |e: std::io::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        message: format!("cannot create the database file: {e}"),
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(open_err)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut f = path.as_os_str().to_owned();
+        f.push(suffix);
+        let f = PathBuf::from(f);
+        if let Ok(meta) = std::fs::metadata(&f)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| StoreError::Open {
+                    path: f.clone(),
+                    message: format!("cannot make it private (chmod 600): {e}"),
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`), in `i128` so no `i64` input can overflow.
+fn civil_from_days(days: i128) -> (i128, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    (year, month, day)
+}
+
+/// Unix milliseconds as RFC 3339 in UTC with milliseconds (`2026-11-27T10:00:00.000Z`).
+/// Total: years outside 0000–9999 use ISO 8601's expanded form (`+10000-01-01…`,
+/// `-0001-…`) instead of panicking; the API's bounds keep them from being stored.
+pub fn rfc3339(ms: i64) -> String {
+    let ms = i128::from(ms);
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
+    let year = if (0..=9999).contains(&year) {
+        format!("{year:04}")
+    } else if year < 0 {
+        format!("-{:04}", -year)
+    } else {
+        format!("+{year}")
+    };
+    format!("{year}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+/// How long a statement waits for a lock another process holds (a backup, the
+/// `sqlite3` shell) before it fails.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn open_conn(path: &Path, write: bool, busy: Duration) -> Result<Connection> {
     let flags = if write {
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -109,12 +245,14 @@ fn open_conn(path: &Path, write: bool) -> Result<Connection> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(busy)?;
     if write {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: the WAL is synced at every commit, so "committed" means "on disk".
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        // Overwrite deleted content (a redacted one-time code) in the b-tree pages.
+        conn.pragma_update(None, "secure_delete", "FAST")?;
     }
     Ok(conn)
 }
@@ -122,6 +260,11 @@ fn open_conn(path: &Path, write: bool) -> Result<Connection> {
 impl Store {
     /// Opens (creating if needed) and migrates the database, and starts the writer.
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(path, BUSY_TIMEOUT)
+    }
+
+    /// [`Store::open`] with another busy timeout (tests use a short one).
+    pub fn open_with(path: impl AsRef<Path>, busy: Duration) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
@@ -129,7 +272,8 @@ impl Store {
                 message: format!("cannot create {}: {e}", dir.display()),
             })?;
         }
-        let mut conn = open_conn(&path, true)?;
+        make_private(&path)?;
+        let mut conn = open_conn(&path, true, busy)?;
         let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let found = usize::try_from(found).unwrap_or(0);
         if found > schema::VERSION {
@@ -141,9 +285,24 @@ impl Store {
         }
         schema::migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let health = Arc::new(Health::default());
+        let h = health.clone();
         let thread = std::thread::Builder::new()
             .name("gsmgw-store".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    writer_loop(conn, rx, &h)
+                }));
+                if let Err(p) = run {
+                    let why = panic_message(p.as_ref());
+                    tracing::error!(error = %why, "the store writer stopped");
+                    if let Ok(mut f) = h.failure.lock() {
+                        *f = Some(why);
+                    }
+                    h.stopped.notify_waiters();
+                    h.stopped.notify_one();
+                }
+            })
             .map_err(|e| StoreError::Open {
                 path: path.clone(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -154,8 +313,45 @@ impl Store {
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
                 thread: Mutex::new(Some(thread)),
+                health,
+                busy,
             }),
         })
+    }
+
+    /// Stops the writer thread as a bug would (a panic outside any write), so tests can
+    /// check that the process notices; never called by the daemon itself.
+    #[doc(hidden)]
+    pub fn crash_writer_for_tests(&self) {
+        let job: Job = Box::new(|_| panic!("writer crashed on purpose (test)"));
+        if let Ok(w) = self.inner.writer.lock()
+            && let Some(tx) = w.as_ref()
+        {
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Why the writer thread stopped, if it stopped without [`Store::close`]; from then
+    /// on every write fails, so the process should exit.
+    pub fn writer_failure(&self) -> Option<String> {
+        self.inner.health.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Resolves when the writer thread stops other than by [`Store::close`].
+    pub async fn writer_stopped(&self) -> String {
+        loop {
+            let notified = self.inner.health.stopped.notified();
+            if let Some(why) = self.writer_failure() {
+                return why;
+            }
+            notified.await;
+        }
+    }
+
+    /// The last group commit's error, if the last commit failed (disk full, read-only,
+    /// locked); `None` once a commit succeeds again.
+    pub fn last_write_error(&self) -> Option<StoreError> {
+        self.inner.health.last_error.lock().ok().and_then(|e| e.clone())
     }
 
     pub fn path(&self) -> &Path {
@@ -215,7 +411,7 @@ impl Store {
     pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = match self.inner.readers.lock().ok().and_then(|mut v| v.pop()) {
             Some(c) => c,
-            None => open_conn(&self.inner.path, false)?,
+            None => open_conn(&self.inner.path, false, self.inner.busy)?,
         };
         let r = f(&conn);
         if let Ok(mut pool) = self.inner.readers.lock()
@@ -248,29 +444,49 @@ impl Store {
     }
 }
 
+/// Runs one statement through the connection's statement cache (the writer runs these
+/// for every write; parsing them each time showed in profiles).
+fn exec_cached(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Runs one write in its own savepoint: an error or a panic rolls back that write only.
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
-    match f(conn) {
+    exec_cached(conn, "SAVEPOINT job")?;
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|p| {
+            let why = panic_message(p.as_ref());
+            tracing::error!(error = %why, "a store write panicked; it was rolled back");
+            Err(StoreError::Panicked(why))
+        });
+    match out {
         Ok(v) => {
-            conn.execute_batch("RELEASE job")?;
+            exec_cached(conn, "RELEASE job")?;
             Ok(v)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            exec_cached(conn, "ROLLBACK TO job")?;
+            exec_cached(conn, "RELEASE job")?;
             Err(e)
         }
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>, health: &Health) {
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
     while let Ok(first) = rx.recv() {
-        let begin = conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(StoreError::from);
+        let begin = exec_cached(&conn, "BEGIN IMMEDIATE");
         if let Err(e) = &begin {
-            // Could not even start: fail this write (without running it) and go on.
+            // Could not even start (another process holds the lock past the busy
+            // timeout, or the disk is gone): fail this write and every write already
+            // waiting, without running them, rather than making each wait its own
+            // busy timeout; then go on with the next.
+            health.set_last_error(Some(e));
             first(Err(e))(Some(e));
+            while let Ok(job) = rx.try_recv() {
+                job(Err(e))(Some(e));
+            }
             continue;
         }
         replies.push(first(Ok(&conn)));
@@ -280,10 +496,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let commit = exec_cached(&conn, "COMMIT");
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        health.set_last_error(commit.as_ref().err());
         for reply in replies.drain(..) {
             reply(commit.as_ref().err());
         }

@@ -212,6 +212,24 @@ const MIGRATIONS: &[&str] = &[
         note         TEXT
     ) WITHOUT ROWID;
     "#,
+    // 5: who created a message (the API token's name: a send token acts only on its
+    // own messages and codes), whose callback an event is (a cap on the callbacks one
+    // token may have pending), and one-time codes redacted once they can no longer be
+    // sent again (the salted hash in `otps` is all verification needs).
+    r#"
+    ALTER TABLE messages ADD COLUMN owner TEXT;
+    ALTER TABLE events ADD COLUMN owner TEXT;
+    CREATE INDEX events_owner_pending ON events(owner)
+        WHERE owner IS NOT NULL AND delivered_at IS NULL;
+    CREATE TRIGGER messages_redact_masked AFTER UPDATE OF status ON messages
+    WHEN NEW.masked <> 0 AND NEW.body <> ''
+         AND NEW.status IN ('sent', 'delivered', 'failed', 'expired', 'cancelled')
+    BEGIN
+        UPDATE messages SET body = '' WHERE id = NEW.id;
+    END;
+    UPDATE messages SET body = ''
+        WHERE masked <> 0 AND status IN ('sent', 'delivered', 'failed', 'expired', 'cancelled');
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version it ended at.

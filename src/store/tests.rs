@@ -361,3 +361,141 @@ fn incomplete_sets_are_delivered_after_the_timeout() {
     assert_eq!(m.text.as_deref(), Some("x".repeat(153).as_str()));
     assert_eq!(store.read_blocking(oldest_reassembly).unwrap(), None);
 }
+
+/// Issue #10, finding 1: a write that panics fails alone; the writer goes on.
+#[test]
+fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+    let (_d, store) = temp_store();
+    let m = msg("+491701234567", 1);
+    let r = store.write_blocking(move |c| -> Result<()> {
+        insert_message(c, &m, 1000)?;
+        panic!("boom inside a write");
+    });
+    assert!(matches!(r, Err(StoreError::Panicked(ref w)) if w.contains("boom")), "{r:?}");
+    // Rolled back, and the next write commits.
+    let m = msg("+491701234567", 1);
+    let id = store
+        .write_blocking(move |c| insert_message(c, &m, 1000))
+        .unwrap();
+    let n: i64 = store
+        .read_blocking(|c| Ok(c.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?))
+        .unwrap();
+    assert_eq!((id, n), (1, 1), "the panicking write left nothing behind");
+    assert!(store.writer_failure().is_none());
+}
+
+/// Issue #10, finding 1: if the writer thread stops all the same, the store says why
+/// and wakes whoever waits for it (the daemon, which then exits).
+#[tokio::test]
+async fn a_stopped_writer_is_reported() {
+    let (_d, store) = temp_store();
+    assert!(store.writer_failure().is_none());
+    store.crash_writer_for_tests();
+    let why = tokio::time::timeout(std::time::Duration::from_secs(10), store.writer_stopped())
+        .await
+        .expect("writer_stopped resolves");
+    assert!(why.contains("on purpose"), "{why}");
+    assert!(store.writer_failure().is_some());
+    assert!(matches!(
+        store.write(|_| Ok(())).await,
+        Err(StoreError::WriterGone)
+    ));
+}
+
+/// Issue #10, finding 11: while another process holds the write lock, the writes
+/// queued behind the first one fail together after one busy timeout, not one each.
+#[test]
+fn queued_writes_share_one_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let busy = std::time::Duration::from_millis(300);
+    let store = Store::open_with(&path, busy).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    let waiting: Vec<_> = (0..20)
+        .map(|_| store.submit(|_| Ok(())).unwrap())
+        .collect();
+    let mut failed = 0;
+    for rx in waiting {
+        if let Ok(Err(StoreError::Unavailable(_))) = rx.blocking_recv() {
+            failed += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert_eq!(failed, 20, "all fail as unavailable while locked");
+    // One wait each would be 20 × 300 ms = 6 s.
+    assert!(took < busy * 10, "took {took:?}");
+    assert!(store.last_write_error().is_some());
+    other.execute_batch("COMMIT").unwrap();
+    store.write_blocking(|_| Ok(())).unwrap();
+    assert!(store.last_write_error().is_none(), "a good commit clears it");
+}
+
+/// Issue #10, finding 6: the database and its WAL/SHM files are private (0600), and
+/// an older file with a looser mode is tightened.
+#[test]
+fn database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("private.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(&path).unwrap();
+    let m = msg("+491701234567", 1);
+    store
+        .write_blocking(move |c| insert_message(c, &m, 1000))
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let f = format!("{}{suffix}", path.display());
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f} is {mode:o}");
+    }
+}
+
+/// Issue #10, finding 6: a one-time code's text is gone from the row once the message
+/// can no longer be sent again; an ordinary message keeps its text.
+#[test]
+fn masked_bodies_are_redacted_once_sent() {
+    let (_d, store) = temp_store();
+    let secret = NewMessage {
+        body: "Your security code is 482913".into(),
+        masked: true,
+        ..msg("+491701234567", 1)
+    };
+    let plain = msg("+491701234568", 1);
+    let (a, b) = store
+        .write_blocking(move |c| {
+            let a = insert_message(c, &secret, 1000)?;
+            let b = insert_message(c, &plain, 1000)?;
+            for id in [a, b] {
+                c.execute("UPDATE messages SET status = 'sending' WHERE id = ?1", [id])?;
+            }
+            Ok((a, b))
+        })
+        .unwrap();
+    let body = |id: i64| {
+        store
+            .read_blocking(move |c| Ok(get_message(c, id)?.unwrap().body))
+            .unwrap()
+    };
+    assert_eq!(body(a), "Your security code is 482913", "kept while it may be sent");
+    store
+        .write_blocking(move |c| {
+            mark_sent(c, a, 2000)?;
+            mark_sent(c, b, 2000)
+        })
+        .unwrap();
+    assert_eq!(body(a), "", "redacted once handed to the modem");
+    assert_eq!(body(b), "hello");
+    // Not left behind in the file either (secure_delete), once the WAL is folded in.
+    let other = rusqlite::Connection::open(store.path()).unwrap();
+    other
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let bytes = std::fs::read(store.path()).unwrap();
+    assert!(
+        !bytes.windows(6).any(|w| w == b"482913"),
+        "the code is still in the database file"
+    );
+}
