@@ -304,3 +304,76 @@ async fn the_cli_sends_lists_and_shows_status_over_the_api() {
     assert!(err.starts_with("error: 401"), "{err}");
     d.stop().await;
 }
+
+/// Issue #10, finding 1: if the store's writer ever stops, the daemon ends with an
+/// error (so `Restart=on-failure` restarts it) instead of living on without a store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_store_writer_ends_the_daemon_with_an_error() {
+    let d = start(1).await;
+    d.running.store.crash_writer_for_tests();
+    let ended = tokio::time::timeout(Duration::from_secs(30), d.task)
+        .await
+        .expect("the daemon stops by itself")
+        .unwrap();
+    let err = ended.expect_err("a stopped writer is an error");
+    assert!(err.contains("store writer stopped"), "{err}");
+}
+
+/// Issue #10, finding 7: `[[http.tokens]]` alone is enough to start `gsmgw serve`
+/// (it used to exit "no API token").
+#[test]
+fn serve_starts_with_scoped_tokens_only() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gsmgw.toml");
+    let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"; // "test"
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n\n[[http.tokens]]\nname = \"app\"\nsha256 = \"{hash}\"\nscopes = [\"send\", \"read\"]\n\n[store]\npath = \"{}\"\n",
+            dir.path().join("g.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("GSMGW_API_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut listening = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("gsmgw API: http://") {
+            listening = Some(a.to_owned());
+            break;
+        }
+    }
+    let Some(addr) = listening else {
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "serve exited without listening: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // The scoped token works; no made-up plain token was needed.
+    let answer = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

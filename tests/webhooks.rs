@@ -162,16 +162,33 @@ fn expected_signature(timestamp: &str, body: &[u8]) -> String {
     format!("v1={hex}")
 }
 
+/// Signed with the operator's secret (configured URLs).
 fn assert_signed(h: &Hit) {
+    assert_signed_with(h, SECRET);
+    assert_eq!(
+        h.header("x-gsmgw-signature"),
+        expected_signature(h.header("x-gsmgw-timestamp"), &h.body)
+    );
+}
+
+/// Signed with the callback key (a message's `callback_url`): derived from the
+/// operator's secret, never the secret itself.
+fn assert_signed_for_callback(h: &Hit) {
+    let key = gsmgw::webhook::derive_callback_secret(SECRET);
+    assert_signed_with(h, &key);
+    assert_ne!(
+        h.header("x-gsmgw-signature"),
+        expected_signature(h.header("x-gsmgw-timestamp"), &h.body),
+        "the operator's secret never signs a callback"
+    );
+}
+
+fn assert_signed_with(h: &Hit, key: &str) {
     let ts = h.header("x-gsmgw-timestamp");
     let age = ts.parse::<i64>().unwrap() - store::now_ms() / 1000;
     assert!(age.abs() < 120, "fresh timestamp: {ts}");
-    assert_eq!(
-        h.header("x-gsmgw-signature"),
-        expected_signature(ts, &h.body)
-    );
     assert!(gsmgw::webhook::verify(
-        SECRET.as_bytes(),
+        key.as_bytes(),
         ts,
         &h.body,
         h.header("x-gsmgw-signature")
@@ -199,6 +216,9 @@ fn config(urls: Vec<WebhookUrl>) -> Config {
     config.webhooks.timeout_ms = 1_000;
     config.webhooks.retry_base_ms = 200;
     config.webhooks.retry_max_ms = 1_000;
+    // The receivers here are on loopback, which callbacks may only reach when the
+    // operator lists it.
+    config.webhooks.callback_hosts = vec!["127.0.0.1".into()];
     config
 }
 
@@ -290,8 +310,9 @@ async fn sent_and_delivered_reach_the_configured_url_and_the_callback_signed() {
     for kind in ["message.sent", "message.delivered"] {
         let at_hook = ok_of(&hits, "/hook", kind)[0];
         let at_cb = ok_of(&hits, "/cb", kind)[0];
+        assert_signed(at_hook);
+        assert_signed_for_callback(at_cb);
         for h in [at_hook, at_cb] {
-            assert_signed(h);
             let v = h.json();
             assert_eq!(v["type"], kind);
             assert_eq!(v["data"]["id"], id);
@@ -565,4 +586,124 @@ async fn a_failed_status_report_is_announced_as_message_failed() {
     assert!(ok_of(&hits, "/hook", "message.delivered").is_empty());
     d.stop().await;
     rx.stop();
+}
+
+// --- Audit #10, finding 3: one slow destination must not delay the others ---
+
+/// A destination that accepts TCP connections and never answers; reports each
+/// connection it took.
+async fn black_hole() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+            let _ = tx.send(());
+        }
+    });
+    (addr, rx)
+}
+
+/// A healthy receiver that hands each request's body to a channel.
+async fn healthy() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Bytes>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, rx)
+}
+
+/// 40 events to a destination that never answers (a callback URL, or a configured
+/// one), then one to a healthy configured URL: the healthy one arrives within 5 s.
+/// Before the fix the 40 filled every worker slot and the outbox read, so the healthy
+/// event waited for them to time out in rounds (40 / 4 slots × 5 s).
+async fn a_hung_destination_does_not_delay_a_healthy_one(dead_is_callback: bool) {
+    let (dead, mut accepted) = black_hole().await;
+    let (ok, mut arrived) = healthy().await;
+    let dead_url = format!("http://{dead}/cb");
+    let ok_url = format!("http://{ok}/hook");
+    let mut cfg = config(Vec::new()).webhooks;
+    cfg.timeout_ms = 5_000;
+    cfg.urls = vec![WebhookUrl::Filtered {
+        url: ok_url.clone(),
+        events: vec!["inbound.received".into()],
+    }];
+    if !dead_is_callback {
+        cfg.urls.push(WebhookUrl::Filtered {
+            url: dead_url.clone(),
+            events: vec!["message.sent".into()],
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::Store::open(dir.path().join("w.db")).unwrap();
+    let hooks = Arc::new(gsmgw::webhook::Webhooks::from_config(
+        &cfg,
+        Some(SECRET.into()),
+    ));
+    let task = hooks.start(store.clone()).unwrap();
+    let urls = vec![dead_url];
+    store
+        .write(move |c| {
+            for i in 0..40 {
+                store::enqueue_event(c, "message.sent", &json!({"id": i}), &urls, store::now_ms())?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    hooks.poke();
+    // The worker is busy with the dead destination...
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+            .await
+            .expect("the worker connects to the dead destination")
+            .unwrap();
+    }
+    // ...when an event for the healthy URL comes.
+    let urls = vec![ok_url];
+    let event = store
+        .write(move |c| {
+            store::enqueue_event(
+                c,
+                "inbound.received",
+                &json!({"id": 1}),
+                &urls,
+                store::now_ms(),
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    hooks.poke();
+    let started = Instant::now();
+    let body = tokio::time::timeout(Duration::from_secs(5), arrived.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the healthy URL waited for the dead one (more than 5 s)"))
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["id"], event.as_str());
+    eprintln!("healthy event delivered after {:?}", started.elapsed());
+    task.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_callback_destination_does_not_delay_a_configured_webhook() {
+    a_hung_destination_does_not_delay_a_healthy_one(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_configured_destination_does_not_delay_another() {
+    a_hung_destination_does_not_delay_a_healthy_one(false).await;
 }

@@ -111,6 +111,17 @@ impl From<crate::store::StoreError> for ApiError {
             crate::store::StoreError::WriterGone => {
                 ApiError::unavailable("the store is shutting down")
             }
+            // Disk full, read-only, locked by another process: nothing was committed;
+            // the same request may succeed later.
+            crate::store::StoreError::Unavailable(m) => {
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!("the store cannot take writes now; nothing was stored ({m})"),
+                );
+                e.retry_after = Some(5);
+                e
+            }
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -252,16 +252,27 @@ pub(super) async fn prepare(
         )));
     }
     let tags = tags_of(obj).map_err(at)?;
-    let callback_url = f.str("callback_url").map_err(at)?;
-    if let Some(u) = callback_url
-        && !(u.starts_with("http://") || u.starts_with("https://"))
-    {
-        return Err(at(ApiError::field(
-            "callback_url",
-            "invalid_url",
-            "callback_url must be an http(s) URL",
-        )));
-    }
+    // Not an http(s) URL: `invalid_url`; a destination the gateway will not call
+    // (loopback, private, link-local, userinfo, off the operator's allow-list):
+    // `invalid_callback_url`. Stored normalised, as the delivery worker will see it.
+    let callback_url = match f.str("callback_url").map_err(at)? {
+        None => None,
+        Some(u) => {
+            use crate::webhook::CallbackUrlError as E;
+            match crate::webhook::check_callback_url(u, &settings.callback_policy) {
+                Ok(url) => Some(url.to_string()),
+                Err(e) => {
+                    let code = match e {
+                        E::TooLong | E::Invalid(_) | E::Scheme(_) | E::NoHost => "invalid_url",
+                        E::Userinfo | E::RefusedHost(_) | E::NotAllowed(_) => {
+                            "invalid_callback_url"
+                        }
+                    };
+                    return Err(at(ApiError::field("callback_url", code, e.to_string())));
+                }
+            }
+        }
+    };
     let status_report = f.bool("status_report").map_err(at)?.unwrap_or(true);
     let flash = f.bool("flash").map_err(at)?.unwrap_or(false);
     let sim = f.str("sim").map_err(at)?.map(str::to_owned);
@@ -367,7 +378,7 @@ pub(super) async fn prepare(
         validity_secs: validity.map(|v| u32::try_from(v.as_secs()).unwrap_or(u32::MAX)),
         pinned_sim: sim,
         tags,
-        callback_url: callback_url.map(str::to_owned),
+        callback_url,
         concat_ref: concat_reference(now),
         masked: false,
     };

@@ -92,6 +92,8 @@ pub struct ApiSettings {
     pub optout: OptOutConfig,
     /// Most undelivered `callback_url` events per token (`http.max_pending_callbacks`).
     pub max_pending_callbacks: u64,
+    /// Where a message's `callback_url` may point (`webhooks.callback_hosts`).
+    pub callback_policy: crate::webhook::CallbackPolicy,
 }
 
 impl Default for ApiSettings {
@@ -107,6 +109,7 @@ impl Default for ApiSettings {
             otp: OtpConfig::default(),
             optout: OptOutConfig::default(),
             max_pending_callbacks: 1000,
+            callback_policy: crate::webhook::CallbackPolicy::default(),
         }
     }
 }
@@ -139,6 +142,7 @@ impl ApiSettings {
             otp: cfg.otp.clone(),
             optout: cfg.optout.clone(),
             max_pending_callbacks: cfg.http.max_pending_callbacks,
+            callback_policy: crate::webhook::CallbackPolicy::from_config(&cfg.webhooks),
         }
     }
 }

@@ -123,3 +123,107 @@ pub async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Issue #10, finding 9: a half-sent request and an idle keep-alive connection are
+    //! closed after the header timeout, and connections past the cap are closed at once
+    //! while the ones within it are served.
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn start(limits: Limits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/healthz", get(|| async { "ok" }));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, router, limits, async {
+            let _ = rx.await;
+        }));
+        (addr, tx)
+    }
+
+    /// Reads until the server closes the connection; what it sent before that.
+    async fn until_closed(s: &mut TcpStream, within: Duration) -> String {
+        let mut out = Vec::new();
+        tokio::time::timeout(within, s.read_to_end(&mut out))
+            .await
+            .expect("the server closes the connection in time")
+            .ok();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn get_healthz(addr: std::net::SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        until_closed(&mut s, Duration::from_secs(10)).await
+    }
+
+    #[tokio::test]
+    async fn half_sent_and_idle_connections_are_closed() {
+        let limits = Limits {
+            header_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The keep-alive connection gets its answer, then is closed once idle.
+        let answered = until_closed(&mut kept, Duration::from_secs(10)).await;
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+        until_closed(&mut half, Duration::from_secs(10)).await;
+        until_closed(&mut idle, Duration::from_secs(10)).await;
+        assert!(get_healthz(addr).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_and_healthz_returns_with_room() {
+        let limits = Limits {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 4,
+            ..Limits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Give the server the four (a request on each proves it accepted them).
+        for s in &mut held {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 12];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"HTTP/1.1 200");
+        }
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let _ = extra
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let got = until_closed(&mut extra, Duration::from_secs(10)).await;
+        assert!(got.is_empty(), "past the cap: closed unanswered, got {got:?}");
+        drop(held);
+        // Slots come back as the held connections close.
+        let mut answer = String::new();
+        for _ in 0..100 {
+            answer = get_healthz(addr).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    }
+}

@@ -1753,3 +1753,225 @@ async fn pending_callbacks_are_capped_per_token() {
     let (s, _) = post(&app, "/v1/messages", "sender2", body).await;
     assert_eq!(s, StatusCode::ACCEPTED, "another token is not affected");
 }
+
+/// Values that have broken or could break a field: extremes of every numeric kind,
+/// times past year 9999, durations of millennia, odd strings, nested shapes.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let now = crate::store::now_ms();
+    let ints = prop_oneof![
+        Just(json!(253_402_300_800_000i64)),
+        Just(json!(i64::MAX)),
+        Just(json!(i64::MIN)),
+        Just(json!(u64::MAX)),
+        Just(json!(-1)),
+        Just(json!(0)),
+        Just(json!(now)),
+        Just(json!(now + 3_600_000)),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u32>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+    ];
+    let strings = prop_oneof![
+        Just(json!("9000000y")),
+        Just(json!("99999-01-01T00:00:00Z")),
+        Just(json!("9999-12-31T23:59:59Z")),
+        Just(json!("+491701234567")),
+        Just(json!("order_confirmation")),
+        Just(json!("appointment_reminder")),
+        Just(json!("http://")),
+        Just(json!("http://127.0.0.1:1/")),
+        Just(json!("24h")),
+        Just(json!("{{code}}{{code}}")),
+        Just(json!("")),
+        "\\PC{0,40}".prop_map(|s| json!(s)),
+    ];
+    let leaf = prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::Bool), ints, strings];
+    leaf.prop_recursive(2, 8, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Times and durations at and past every edge, for the fields that hold them.
+fn time_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let now = crate::store::now_ms();
+    prop_oneof![
+        Just(json!(253_402_300_800_000i64)),
+        Just(json!(i64::MAX)),
+        Just(json!(i64::MIN)),
+        Just(json!("9000000y")),
+        Just(json!("9999-12-31T23:59:59Z")),
+        Just(json!(now + 366 * 86_400_000)),
+        (0i64..i64::MAX).prop_map(|n| json!(n)),
+        (0u64..u64::MAX).prop_map(|n| json!(n)),
+    ]
+}
+
+/// A field's value: for time and duration fields half the time an edge time.
+fn field_json(name: &str) -> proptest::strategy::BoxedStrategy<Value> {
+    use proptest::prelude::*;
+    let timeish = name.ends_with("_at")
+        || matches!(name, "ttl" | "validity" | "remind_before" | "since");
+    if timeish {
+        prop_oneof![time_json(), any_json()].boxed()
+    } else {
+        any_json().boxed()
+    }
+}
+
+/// Every route with a body, with the fields it knows (plus one it does not).
+const BODY_ROUTES: &[(&str, &str, &[&str])] = &[
+    (
+        "POST",
+        "/v1/messages",
+        &[
+            "to", "text", "template", "vars", "priority", "send_at", "ttl", "expires_at",
+            "status_report", "flash", "validity", "sim", "tags", "callback_url",
+            "appointment_at", "remind_before", "reminder_template",
+        ],
+    ),
+    ("POST", "/v1/messages/batch", &["messages"]),
+    ("POST", "/v1/estimate", &["text", "template", "vars"]),
+    ("POST", "/v1/templates", &["name", "body", "description"]),
+    ("PUT", "/v1/templates/t{}", &["body", "description"]),
+    ("POST", "/v1/otp", &["to", "length", "ttl", "template", "vars", "sim"]),
+    ("POST", "/v1/otp/{}/verify", &["code"]),
+    ("PUT", "/v1/suppressions/{}", &["note"]),
+    ("POST", "/v1/sims/{}/ussd", &["code"]),
+    ("POST", "/v1/modems/{}/reset", &[]),
+    ("DELETE", "/v1/messages/{}", &[]),
+    ("GET", "/v1/messages?since={}", &[]),
+    ("GET", "/v1/messages/{}", &[]),
+];
+
+/// The audit's property, over the real router in-process: arbitrary JSON in every field
+/// of every route (and a valid message with one field replaced, so values reach deep
+/// checks) never yields a 5xx, and the store takes a write after every case. On the
+/// code before #10 it finds the far-future `send_at` that stopped the store's writer.
+#[test]
+fn arbitrary_json_in_every_field_never_breaks_the_store() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_d, store, app) = rt.block_on(app());
+    // Half the cases are a valid message with one field replaced, so each value
+    // reaches the checks (and the write) behind the others.
+    let route = prop_oneof![Just(0usize), 0..BODY_ROUTES.len()];
+    let strategy = (route, 0usize..32, any::<bool>(), any_json()).prop_flat_map(
+        |(r, i, from_valid, path_value)| {
+            let known = BODY_ROUTES[r].2;
+            let name = known.get(i % known.len().max(1)).copied().unwrap_or("x");
+            (
+                Just((r, name, from_valid, path_value)),
+                field_json(name),
+                proptest::collection::vec((0usize..32, any_json()), 0..3),
+            )
+        },
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 600,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |((r, name, from_valid, path_value), value, extra)| {
+        let (method, path, known) = BODY_ROUTES[r];
+        let mut body = if from_valid && path == "/v1/messages" {
+            json!({"to": "+491701234567", "text": "hi"})
+        } else {
+            json!({})
+        };
+        if !known.is_empty() {
+            body[name] = value;
+        }
+        if !from_valid {
+            for (i, v) in extra {
+                let name = known.get(i).copied().unwrap_or("unknown_field");
+                body[name] = v;
+            }
+        }
+        if path == "/v1/messages/batch" && from_valid {
+            body = json!({"messages": [{"to": "+491701234567", "text": "x"}, body.clone()]});
+        }
+        let seg = match &path_value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let seg: String = seg
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let uri = path.replace("{}", &seg);
+        let (status, v) = rt.block_on(call(
+            &app,
+            method,
+            &uri,
+            Some("s3cret"),
+            (!matches!(method, "GET" | "DELETE")).then(|| body.to_string()),
+        ));
+        let writes = rt.block_on(store_takes_a_write(&store));
+        prop_assert!(writes, "the store stopped taking writes after {method} {uri} {body}");
+        prop_assert!(
+            !status.is_server_error() || (status == StatusCode::BAD_GATEWAY && uri.starts_with("/v1/modems")),
+            "{method} {uri} {body} → {status} {v}"
+        );
+        Ok::<(), TestCaseError>(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    assert!(store.writer_failure().is_none());
+}
+
+/// Findings 2 and 11: callback URLs that would reach the gateway's own host, the
+/// simulator, a private network or cloud metadata are refused at accept time, as are
+/// `http://` without a host and URLs with credentials; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_urls_to_non_public_destinations_are_refused() {
+    let (_d, store, app) = app().await;
+    for (url, code) in [
+        ("http://", "invalid_url"),
+        ("https://", "invalid_url"),
+        ("ftp://hooks.example.com/", "invalid_url"),
+        ("http://127.0.0.1:8080/v1/messages", "invalid_callback_url"),
+        ("http://localhost/", "invalid_callback_url"),
+        ("http://2130706433/", "invalid_callback_url"),
+        ("http://0x7f.1/", "invalid_callback_url"),
+        ("http://[::ffff:127.0.0.1]/", "invalid_callback_url"),
+        ("http://[::1]:9000/", "invalid_callback_url"),
+        ("http://169.254.169.254/latest/meta-data/", "invalid_callback_url"),
+        ("http://10.0.0.5/hook", "invalid_callback_url"),
+        ("http://192.168.1.10/hook", "invalid_callback_url"),
+        ("http://0.0.0.0/", "invalid_callback_url"),
+        ("https://user:pw@hooks.example.com/", "invalid_callback_url"),
+    ] {
+        let (s, v) = post(
+            &app,
+            "/v1/messages",
+            "sender",
+            json!({"to": "+491701234567", "text": "hi", "callback_url": url}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{url} → {v}");
+        assert_eq!(v["error"]["field"], "callback_url", "{url}");
+        assert_eq!(v["error"]["code"], code, "{url} → {v}");
+    }
+    assert_eq!(rows(&store), 0);
+    let (s, v) = post(
+        &app,
+        "/v1/messages",
+        "sender",
+        json!({"to": "+491701234567", "text": "hi", "callback_url": "https://Hooks.Example.com/sms"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["callback_url"], "https://hooks.example.com/sms", "stored normalised");
+}

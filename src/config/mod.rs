@@ -73,6 +73,16 @@ pub struct HttpConfig {
     pub send_at_tolerance_secs: u64,
     /// Per token.
     pub rate_limit: RateLimitConfig,
+    /// A connection must send a request's headers within this many seconds, and an
+    /// idle keep-alive connection is closed after it (slow or idle clients cannot pile
+    /// up).
+    pub header_timeout_secs: u64,
+    /// Most connections open at once; more are closed as they arrive (the unit's
+    /// `LimitNOFILE` is far above this, so the daemon never runs out of descriptors).
+    pub max_connections: usize,
+    /// Most undelivered `callback_url` events one token may have pending; more
+    /// messages with a `callback_url` get 429 `too_many_pending_callbacks`.
+    pub max_pending_callbacks: u64,
 }
 
 impl Default for HttpConfig {
@@ -85,6 +95,9 @@ impl Default for HttpConfig {
             require_mobile: true,
             send_at_tolerance_secs: 60,
             rate_limit: RateLimitConfig::default(),
+            header_timeout_secs: 10,
+            max_connections: 1024,
+            max_pending_callbacks: 1000,
         }
     }
 }
@@ -210,6 +223,8 @@ pub struct WebhooksConfig {
     pub secret: Option<String>,
     /// One attempt's deadline (connect, send, response headers).
     pub timeout_ms: u64,
+    /// How long connecting may take within an attempt (an unreachable host fails fast).
+    pub connect_timeout_secs: u64,
     /// First retry delay; doubles per failed attempt up to `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
@@ -217,6 +232,19 @@ pub struct WebhooksConfig {
     pub max_attempts: u32,
     /// Deliveries in flight at once (across all URLs).
     pub concurrency: usize,
+    /// Deliveries in flight at once to one destination (scheme, host and port).
+    pub destination_concurrency: usize,
+    /// Deliveries in flight at once to `callback_url`s, all together; the rest of
+    /// `concurrency` stays for `urls`. Unset: half of `concurrency`, rounded up.
+    pub callback_concurrency: Option<usize>,
+    /// Hosts a message's `callback_url` may point to (`hooks.example.com`,
+    /// `10.0.0.5`, `*.internal.example`). Empty: any public host, never a loopback,
+    /// private or link-local address. Listed hosts may be private.
+    pub callback_hosts: Vec<String>,
+    /// HMAC-SHA256 key for events to `callback_url`s. Unset: derived from `secret`
+    /// (`crate::webhook::derive_callback_secret`), so the operator's secret never signs
+    /// a request to an app-chosen URL.
+    pub callback_secret: Option<String>,
 }
 
 impl Default for WebhooksConfig {
@@ -225,11 +253,27 @@ impl Default for WebhooksConfig {
             urls: Vec::new(),
             secret: None,
             timeout_ms: 5_000,
+            connect_timeout_secs: 3,
             retry_base_ms: 1_000,
             retry_max_ms: 3_600_000,
             max_attempts: 20,
             concurrency: 4,
+            destination_concurrency: 2,
+            callback_concurrency: None,
+            callback_hosts: Vec::new(),
+            callback_secret: None,
         }
+    }
+}
+
+impl WebhooksConfig {
+    /// `callback_concurrency`, or half of `concurrency` (rounded up), within
+    /// 1..=`concurrency`.
+    pub fn effective_callback_concurrency(&self) -> usize {
+        let total = self.concurrency.max(1);
+        self.callback_concurrency
+            .unwrap_or_else(|| total.div_ceil(2))
+            .clamp(1, total)
     }
 }
 
@@ -366,6 +410,38 @@ impl Config {
         if w.concurrency == 0 {
             return Err(bad("webhooks.concurrency", "must be at least 1".into()));
         }
+        if w.connect_timeout_secs == 0 {
+            return Err(bad(
+                "webhooks.connect_timeout_secs",
+                "must be above 0".into(),
+            ));
+        }
+        if w.destination_concurrency == 0 {
+            return Err(bad(
+                "webhooks.destination_concurrency",
+                "must be at least 1".into(),
+            ));
+        }
+        if let Some(n) = w.callback_concurrency
+            && !(1..=w.concurrency).contains(&n)
+        {
+            return Err(bad(
+                "webhooks.callback_concurrency",
+                "must be at least 1 and at most webhooks.concurrency".into(),
+            ));
+        }
+        crate::webhook::CallbackPolicy::new(&w.callback_hosts).map_err(|e| {
+            bad(
+                &format!("webhooks.callback_hosts[{}]", e.index),
+                e.to_string(),
+            )
+        })?;
+        if w.callback_secret.as_deref() == Some("") {
+            return Err(bad(
+                "webhooks.callback_secret",
+                "must not be empty (leave it out to derive it from webhooks.secret)".into(),
+            ));
+        }
         if w.retry_max_ms < w.retry_base_ms {
             return Err(bad(
                 "webhooks.retry_max_ms",
@@ -457,5 +533,63 @@ timeout_ms = 2000
             .unwrap_err()
             .to_string();
         assert!(e.contains("webhooks.urls[0]"), "{e}");
+    }
+
+    #[test]
+    fn webhooks_callback_and_delivery_keys() {
+        let c = parse("").unwrap();
+        assert_eq!(c.webhooks.connect_timeout_secs, 3);
+        assert_eq!(c.webhooks.destination_concurrency, 2);
+        assert_eq!(c.webhooks.effective_callback_concurrency(), 2);
+        assert!(c.webhooks.callback_hosts.is_empty());
+        assert_eq!(c.webhooks.callback_secret, None);
+        let c = parse(
+            r#"
+[webhooks]
+callback_hosts = ["hooks.example.com", "10.0.0.5", "*.internal.example", "::1"]
+callback_secret = "cb-key"
+connect_timeout_secs = 5
+concurrency = 8
+destination_concurrency = 3
+callback_concurrency = 6
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.callback_hosts.len(), 4);
+        assert_eq!(c.webhooks.callback_secret.as_deref(), Some("cb-key"));
+        assert_eq!(c.webhooks.connect_timeout_secs, 5);
+        assert_eq!(c.webhooks.destination_concurrency, 3);
+        assert_eq!(c.webhooks.effective_callback_concurrency(), 6);
+        let c = parse("[webhooks]\nconcurrency = 1\n").unwrap();
+        assert_eq!(c.webhooks.effective_callback_concurrency(), 1);
+        for (toml, key) in [
+            (
+                "callback_hosts = [\"http://x/\"]",
+                "webhooks.callback_hosts[0]",
+            ),
+            (
+                "callback_hosts = [\"ok.example\", \"x:8080\"]",
+                "webhooks.callback_hosts[1]",
+            ),
+            ("callback_hosts = [\"*\"]", "webhooks.callback_hosts[0]"),
+            (
+                "callback_hosts = [\"*.10.0.0.5\"]",
+                "webhooks.callback_hosts[0]",
+            ),
+            ("callback_hosts = [\"\"]", "webhooks.callback_hosts[0]"),
+            ("callback_secret = \"\"", "webhooks.callback_secret"),
+            ("connect_timeout_secs = 0", "webhooks.connect_timeout_secs"),
+            (
+                "destination_concurrency = 0",
+                "webhooks.destination_concurrency",
+            ),
+            ("callback_concurrency = 5", "webhooks.callback_concurrency"),
+            ("callback_concurrency = 0", "webhooks.callback_concurrency"),
+        ] {
+            let e = parse(&format!("[webhooks]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 }

@@ -45,15 +45,20 @@ fn sim_key(p: &InboundPart) -> String {
         .unwrap_or_else(|| format!("modem:{}", p.modem))
 }
 
-/// Decodes stored hex PDUs (in seq order) and joins their text.
+/// Decodes stored hex PDUs (in seq order) and joins their text. `None` (stored as NULL,
+/// the raw PDUs kept in `pdus`) when there is no text to give: a part that does not
+/// decode as an SMS-DELIVER, or 8-bit data. An empty text stays `Some("")`.
 fn join_pdus(pdus: &[String]) -> Option<String> {
-    let parts: Vec<UserData> = pdus
+    let parts = pdus
         .iter()
-        .filter_map(|h| match pdu::decode_hex(h, true).ok()?.tpdu {
+        .map(|h| match pdu::decode_hex(h, true).ok()?.tpdu {
             Tpdu::Deliver(d) => Some(d.user_data),
             _ => None,
         })
-        .collect();
+        .collect::<Option<Vec<UserData>>>()?;
+    if parts.is_empty() {
+        return None;
+    }
     pdu::join_text(&parts)
 }
 
@@ -245,4 +250,56 @@ fn inbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxRecord> {
         complete: r.get(8)?,
         sent_at: r.get(9)?,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    const PDU_HELLO: &str =
+        "07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07";
+    /// An SMS-DELIVER of no text at all (TP-UDL 0).
+    const PDU_EMPTY: &str = "07911326040000F0040B911346610089F600002080629173140800";
+
+    fn part(pdu: &str) -> InboundPart {
+        InboundPart {
+            sim: Some("8949000000000000001".into()),
+            modem: "A".into(),
+            sender: String::new(),
+            pdu: pdu.into(),
+            concat: None,
+            sent_at: None,
+            received_at: 1,
+        }
+    }
+
+    fn stored(store: &Store, pdu: &str) -> (Option<String>, String) {
+        let p = part(pdu);
+        store
+            .write_blocking(move |c| {
+                let id = insert_inbound(c, &p)?.unwrap();
+                let text = get_inbox(c, id)?.unwrap().text;
+                let pdus: String =
+                    c.query_row("SELECT pdus FROM inbox WHERE id = ?1", [id], |r| r.get(0))?;
+                Ok((text, pdus))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn undecodable_text_is_null_with_the_raw_pdu_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("t.db")).unwrap();
+        // Audit #10, finding 11: an undecodable PDU was stored with the text "".
+        for raw in ["00FF", "07911326040000F0040B91", "not hex"] {
+            let (text, pdus) = stored(&store, raw);
+            assert_eq!(text, None, "{raw}");
+            assert_eq!(pdus, serde_json::to_string(&[raw]).unwrap());
+        }
+        // A message that decodes keeps its text, an empty one included.
+        assert_eq!(stored(&store, PDU_HELLO).0.as_deref(), Some("How are you?"));
+        assert_eq!(stored(&store, PDU_EMPTY).0.as_deref(), Some(""));
+    }
 }

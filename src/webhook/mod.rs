@@ -15,15 +15,35 @@
 //! otherwise the worker sleeps until the next persisted retry time — it never polls.
 //! Delivery is at-least-once: a crash between a 2xx and recording it resends, so
 //! receivers dedupe on the event id (`X-Gsmgw-Event-Id`, also `id` in the body).
+//!
+//! Configured URLs are the operator's and trusted: posted with the normal client and
+//! signed with the operator's secret. A message's `callback_url` is an app's choice:
+//! checked by [`check_callback_url`] (at accept time and before every attempt), posted
+//! through a client whose resolver refuses non-public addresses ([`guard`]), and signed
+//! with a separate callback key ([`callback_secret_for`]), so the operator's secret
+//! never signs a request to an app-chosen URL. The worker limits deliveries per
+//! destination and lets unreachable ones rest ([`sched`]), so one slow or dead
+//! destination holds up no other. docs/webhooks.md has the whole story.
+
+mod guard;
+mod outbox;
+mod sched;
+
+pub use guard::{
+    CallbackPolicy, CallbackUrlError, HostPatternError, MAX_CALLBACK_URL_LEN, check_callback_url,
+    is_refused_address,
+};
 
 use crate::config::WebhooksConfig;
 use crate::modem::ModemState;
 use crate::store::{self, EventRow, GAVE_UP, MessageRecord, MessageStatus, Store, now_ms};
+use guard::Lookup;
 use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::Connection;
+use sched::{Health, Limits, Scheduler};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -96,12 +116,21 @@ impl Route {
 /// Delivery policy (from `[webhooks]`).
 #[derive(Clone)]
 pub struct Delivery {
+    /// Signs events to configured URLs.
     pub secret: Option<String>,
+    /// Signs events to `callback_url`s ([`callback_secret_for`]).
+    pub callback_secret: Option<String>,
     pub timeout: Duration,
+    pub connect_timeout: Duration,
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_attempts: u32,
+    /// In flight at once, in all.
     pub concurrency: usize,
+    /// In flight at once to one destination (scheme, host, port).
+    pub destination_concurrency: usize,
+    /// In flight at once to callback URLs, all together.
+    pub callback_concurrency: usize,
 }
 
 impl Default for Delivery {
@@ -109,11 +138,15 @@ impl Default for Delivery {
         let c = WebhooksConfig::default();
         Delivery {
             secret: None,
+            callback_secret: None,
             timeout: Duration::from_millis(c.timeout_ms),
+            connect_timeout: Duration::from_secs(c.connect_timeout_secs),
             retry_base: Duration::from_millis(c.retry_base_ms),
             retry_max: Duration::from_millis(c.retry_max_ms),
             max_attempts: c.max_attempts,
             concurrency: c.concurrency,
+            destination_concurrency: c.destination_concurrency,
+            callback_concurrency: c.effective_callback_concurrency(),
         }
     }
 }
@@ -123,22 +156,48 @@ impl Default for Delivery {
 pub struct Webhooks {
     routes: Vec<Route>,
     delivery: Delivery,
+    policy: Arc<CallbackPolicy>,
     wake: Notify,
 }
 
 impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the secret.
+        // Never the secrets.
         f.debug_struct("Webhooks")
             .field("routes", &self.routes)
             .field("signed", &self.delivery.secret.is_some())
+            .field("callbacks_signed", &self.delivery.callback_secret.is_some())
+            .field("callback_policy", &self.policy)
             .finish()
+    }
+}
+
+/// The key that signs events to `callback_url`s, derived from the operator's secret:
+/// the lowercase hex of HMAC-SHA256(secret, `"gsmgw callback v1"`) (64 characters; its
+/// ASCII bytes are the HMAC key, as the operator's secret string is). Apps verify with
+/// it; it cannot be turned back into the operator's secret.
+pub fn derive_callback_secret(secret: &str) -> String {
+    let mut mac = hmac_for(secret.as_bytes());
+    mac.update(b"gsmgw callback v1");
+    hex(&mac.finalize().into_bytes())
+}
+
+/// The callback signing key in effect: `[webhooks] callback_secret` if set, else
+/// [`derive_callback_secret`] of the operator's effective `secret` (environment or
+/// file), else none (callbacks go out unsigned, as everything does without a secret).
+/// For a CLI that prints it, too.
+pub fn callback_secret_for(cfg: &WebhooksConfig, secret: Option<&str>) -> Option<String> {
+    match cfg.callback_secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(own) => Some(own.to_owned()),
+        None => secret.filter(|s| !s.is_empty()).map(derive_callback_secret),
     }
 }
 
 impl Webhooks {
     /// From the config; `secret` is the effective one (environment or file).
     pub fn from_config(cfg: &WebhooksConfig, secret: Option<String>) -> Webhooks {
+        let secret = secret.filter(|s| !s.is_empty());
+        let callback_secret = callback_secret_for(cfg, secret.as_deref());
         Webhooks {
             routes: cfg
                 .urls
@@ -149,15 +208,31 @@ impl Webhooks {
                 })
                 .collect(),
             delivery: Delivery {
-                secret: secret.filter(|s| !s.is_empty()),
+                secret,
+                callback_secret,
                 timeout: Duration::from_millis(cfg.timeout_ms),
+                connect_timeout: Duration::from_secs(cfg.connect_timeout_secs.max(1)),
                 retry_base: Duration::from_millis(cfg.retry_base_ms),
                 retry_max: Duration::from_millis(cfg.retry_max_ms),
                 max_attempts: cfg.max_attempts,
                 concurrency: cfg.concurrency.max(1),
+                destination_concurrency: cfg.destination_concurrency.max(1),
+                callback_concurrency: cfg.effective_callback_concurrency(),
             },
+            policy: Arc::new(CallbackPolicy::from_config(cfg)),
             wake: Notify::new(),
         }
+    }
+
+    /// Where `callback_url`s may point; the API checks each one with
+    /// [`check_callback_url`]`(url, hooks.callback_policy())`.
+    pub fn callback_policy(&self) -> &CallbackPolicy {
+        &self.policy
+    }
+
+    /// The key that signs events to `callback_url`s ([`callback_secret_for`]).
+    pub fn callback_secret(&self) -> Option<&str> {
+        self.delivery.callback_secret.as_deref()
     }
 
     /// Whether any configured URL wants `kind` (callers skip a store write otherwise).
@@ -180,8 +255,11 @@ impl Webhooks {
             .filter(|r| r.wants(kind))
             .map(|r| r.url.clone())
             .collect();
+        // A callback_url that is a configured URL gets what that URL's filter gives it
+        // (and its rows are the operator's: trusted, signed with the operator's secret).
         if kind.is_message()
             && let Some(cb) = callback.filter(|c| !c.is_empty())
+            && !self.routes.iter().any(|r| r.url == cb)
         {
             urls.push(cb.to_owned());
         }
@@ -274,19 +352,39 @@ impl Webhooks {
 
     /// Starts the delivery worker; stop it with [`WebhookTask::shutdown`].
     pub fn start(self: &Arc<Self>, store: Store) -> Result<WebhookTask, WebhookError> {
-        let client = reqwest::Client::builder()
+        self.start_with_lookup(store, guard::system_lookup())
+    }
+
+    /// [`Webhooks::start`] with the callback client's name lookup given (tests).
+    fn start_with_lookup(
+        self: &Arc<Self>,
+        store: Store,
+        lookup: Lookup,
+    ) -> Result<WebhookTask, WebhookError> {
+        let d = &self.delivery;
+        let trusted = reqwest::Client::builder()
             .user_agent(concat!("gsmgw/", env!("CARGO_PKG_VERSION")))
             // A redirect is not a delivery: the receiver must answer 2xx itself.
             .redirect(reqwest::redirect::Policy::none())
             // Receivers are local apps; a system proxy would only get in the way.
             .no_proxy()
+            .connect_timeout(d.connect_timeout)
             .build()
+            .map_err(|e| WebhookError::Client(e.to_string()))?;
+        let callbacks = guard::callback_client(self.policy.clone(), lookup, d.connect_timeout)
             .map_err(|e| WebhookError::Client(e.to_string()))?;
         let stop = Arc::new(Notify::new());
         let worker = Worker {
             hooks: self.clone(),
             store,
-            client,
+            sender: Arc::new(Sender {
+                trusted,
+                callbacks,
+                policy: self.policy.clone(),
+                secret: d.secret.clone(),
+                callback_secret: d.callback_secret.clone(),
+                timeout: d.timeout,
+            }),
             stop: stop.clone(),
         };
         Ok(WebhookTask {
@@ -343,8 +441,9 @@ fn modem_state_parts(s: &ModemState) -> (&'static str, Option<&str>) {
     }
 }
 
+/// Total over every `i64` (these run inside store writes).
 fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(store::from_ms(ms)).to_string()
+    store::rfc3339(ms)
 }
 
 /// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, the `X-Gsmgw-Signature` value.
@@ -355,11 +454,14 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let tag = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(3 + tag.len() * 2);
-    out.push_str("v1=");
-    for b in tag.iter() {
-        out.push_str(&format!("{b:02x}"));
+    format!("v1={}", hex(&mac.finalize().into_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
     }
     out
 }
@@ -408,64 +510,136 @@ pub fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Delivered,
-    /// Worth trying again (non-2xx, timeout, connection refused...).
-    Retry(String),
-    /// Will never work (a URL this build cannot post to).
+    /// The receiver answered, but not 2xx: worth trying again.
+    Rejected(String),
+    /// No answer (connection refused or reset, timeout...): worth trying again, and the
+    /// destination rests meanwhile.
+    Unreachable(String),
+    /// Will never work (a URL this build cannot post to, or a refused callback URL).
     Permanent(String),
+}
+
+impl Outcome {
+    fn health(&self) -> Health {
+        match self {
+            Outcome::Delivered | Outcome::Rejected(_) => Health::Up,
+            Outcome::Unreachable(_) => Health::Down,
+            Outcome::Permanent(_) => Health::Unknown,
+        }
+    }
+}
+
+/// Posts rows: configured URLs with the normal client and the operator's secret,
+/// callback URLs (checked again first) with the guarded client and the callback key.
+struct Sender {
+    trusted: reqwest::Client,
+    callbacks: reqwest::Client,
+    policy: Arc<CallbackPolicy>,
+    secret: Option<String>,
+    callback_secret: Option<String>,
+    timeout: Duration,
+}
+
+impl Sender {
+    async fn deliver(&self, row: &EventRow, configured: bool) -> Outcome {
+        if configured {
+            return attempt(&self.trusted, row, self.secret.as_deref(), self.timeout).await;
+        }
+        // Rows written before this check existed, or under a wider allow-list, too.
+        if let Err(e) = check_callback_url(&row.url, &self.policy) {
+            return Outcome::Permanent(format!("refused: {e}"));
+        }
+        attempt(
+            &self.callbacks,
+            row,
+            self.callback_secret.as_deref(),
+            self.timeout,
+        )
+        .await
+    }
 }
 
 struct Worker {
     hooks: Arc<Webhooks>,
     store: Store,
-    client: reqwest::Client,
+    sender: Arc<Sender>,
     stop: Arc<Notify>,
+}
+
+/// A row being posted: its id, destination and class.
+struct InFlight {
+    row: i64,
+    dest: String,
+    configured: bool,
 }
 
 impl Worker {
     async fn run(self) {
         let d = self.hooks.delivery.clone();
+        let mut sched = Scheduler::new(Limits {
+            total: d.concurrency,
+            callbacks: d.callback_concurrency,
+            per_destination: d.destination_concurrency,
+            rest_base: d.retry_base,
+            rest_max: d.retry_max,
+        });
+        let configured: Arc<HashSet<String>> =
+            Arc::new(self.hooks.routes.iter().map(|r| r.url.clone()).collect());
         // Rows being posted, by the task posting them.
-        let mut in_flight: HashMap<tokio::task::Id, i64> = HashMap::new();
+        let mut in_flight: HashMap<tokio::task::Id, InFlight> = HashMap::new();
         let mut tasks: JoinSet<(EventRow, Outcome)> = JoinSet::new();
         let mut stopping = false;
         info!(
             urls = self.hooks.routes.len(),
             signed = d.secret.is_some(),
+            callbacks_signed = d.callback_secret.is_some(),
+            callback_hosts_restricted = self.hooks.policy.is_restricted(),
             "webhook worker started"
         );
         loop {
-            let mut next_due = None;
-            if !stopping && in_flight.len() < d.concurrency {
+            let mut wake_at = None;
+            if !stopping && sched.has_room() {
                 let now = now_ms();
-                // Twice the concurrency: rows in flight are still "due" and skipped.
-                let limit = u32::try_from(d.concurrency * 2).unwrap_or(u32::MAX);
-                match self
+                sched.prune(now);
+                // The pick runs on a blocking thread with a copy of the scheduler and
+                // hands it back with the picked rows started.
+                let mut plan = sched.clone();
+                let busy: HashSet<i64> = in_flight.values().map(|f| f.row).collect();
+                let cfg = configured.clone();
+                let picked = self
                     .store
-                    .read(move |c| store::due_events(c, now, limit))
-                    .await
-                {
-                    Ok(rows) => {
-                        for row in rows {
-                            if in_flight.len() >= d.concurrency {
-                                break;
-                            }
-                            if in_flight.values().any(|r| *r == row.id) {
-                                continue;
-                            }
-                            let row_id = row.id;
-                            let (client, secret) = (self.client.clone(), d.secret.clone());
-                            let timeout = d.timeout;
+                    .read(move |c| {
+                        let p = outbox::pick_due(c, now, &mut plan, &busy, &cfg)?;
+                        Ok((p, plan))
+                    })
+                    .await;
+                match picked {
+                    Ok((picked, plan)) => {
+                        sched = plan;
+                        wake_at = picked.resting_until;
+                        for p in picked.rows {
+                            let sender = self.sender.clone();
+                            let configured = p.configured;
+                            let row_id = p.row.id;
+                            let row = p.row;
                             let handle = tasks.spawn(async move {
-                                let o = attempt(&client, &row, secret.as_deref(), timeout).await;
+                                let o = sender.deliver(&row, configured).await;
                                 (row, o)
                             });
-                            in_flight.insert(handle.id(), row_id);
+                            in_flight.insert(
+                                handle.id(),
+                                InFlight {
+                                    row: row_id,
+                                    dest: p.dest,
+                                    configured,
+                                },
+                            );
                         }
                     }
                     Err(e) => warn!(error = %e, "cannot read the webhook outbox"),
                 }
-                if in_flight.len() < d.concurrency {
-                    next_due = self
+                if sched.has_room() {
+                    let next_due = self
                         .store
                         .read(move |c| store::next_event_due(c, now))
                         .await
@@ -474,6 +648,13 @@ impl Worker {
                             // Try again in a while rather than never.
                             Some(now + 5_000)
                         });
+                    wake_at = match (wake_at, next_due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                } else {
+                    // Full: a finishing attempt wakes the loop.
+                    wake_at = None;
                 }
             }
             if stopping && tasks.is_empty() {
@@ -483,19 +664,23 @@ impl Worker {
                 Some(done) = tasks.join_next_with_id() => {
                     match done {
                         Ok((task, (row, outcome))) => {
-                            in_flight.remove(&task);
+                            if let Some(f) = in_flight.remove(&task) {
+                                sched.finish(&f.dest, f.configured, outcome.health(), now_ms());
+                            }
                             self.record(&d, row, outcome).await;
                         }
                         Err(e) => {
                             // Only on a panic; the row stays due and is picked up again.
                             warn!(error = %e, "webhook attempt task failed");
-                            in_flight.remove(&e.id());
+                            if let Some(f) = in_flight.remove(&e.id()) {
+                                sched.finish(&f.dest, f.configured, Health::Unknown, now_ms());
+                            }
                         }
                     }
                 }
                 _ = self.hooks.wake.notified(), if !stopping => {}
                 _ = self.stop.notified(), if !stopping => stopping = true,
-                _ = sleep_until_ms(next_due), if next_due.is_some() && !stopping => {}
+                _ = sleep_until_ms(wake_at), if wake_at.is_some() && !stopping => {}
             }
         }
         debug!("webhook worker stopped");
@@ -513,7 +698,7 @@ impl Worker {
                     .write(move |c| store::mark_delivered(c, id, now))
                     .await
             }
-            Outcome::Retry(error) if attempts < d.max_attempts => {
+            Outcome::Rejected(error) | Outcome::Unreachable(error) if attempts < d.max_attempts => {
                 let delay = backoff(d.retry_base, d.retry_max, attempts);
                 let next = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 info!(row = id, kind = %row.kind, url = %url, attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "webhook attempt failed");
@@ -521,7 +706,7 @@ impl Worker {
                     .write(move |c| store::schedule_event_retry(c, id, next, &error))
                     .await
             }
-            Outcome::Retry(error) | Outcome::Permanent(error) => {
+            Outcome::Rejected(error) | Outcome::Unreachable(error) | Outcome::Permanent(error) => {
                 warn!(row = id, kind = %row.kind, url = %url, attempts, error = %error, "webhook given up");
                 self.store
                     .write(move |c| store::schedule_event_retry(c, id, GAVE_UP, &error))
@@ -564,12 +749,20 @@ async fn attempt(
     }
     match req.body(row.payload.clone()).send().await {
         Ok(resp) if resp.status().is_success() => Outcome::Delivered,
-        Ok(resp) => Outcome::Retry(format!("HTTP {}", resp.status().as_u16())),
-        Err(e) if e.is_timeout() => {
-            Outcome::Retry(format!("timed out after {} ms", timeout.as_millis()))
-        }
+        Ok(resp) => Outcome::Rejected(format!("HTTP {}", resp.status().as_u16())),
         Err(e) if e.is_builder() => Outcome::Permanent(e.without_url().to_string()),
-        Err(e) => Outcome::Retry(error_chain(&e.without_url())),
+        Err(e) => {
+            let e = e.without_url();
+            if let Some(blocked) = guard::blocked_in(&e) {
+                Outcome::Permanent(format!("refused: {blocked}"))
+            } else if e.is_connect() && e.is_timeout() {
+                Outcome::Unreachable("could not connect in time".into())
+            } else if e.is_timeout() {
+                Outcome::Unreachable(format!("timed out after {} ms", timeout.as_millis()))
+            } else {
+                Outcome::Unreachable(error_chain(&e))
+            }
+        }
     }
 }
 
