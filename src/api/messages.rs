@@ -193,12 +193,12 @@ pub(super) async fn prepare(
     let prio = priority_of(obj).map_err(at)?;
     let bound_time = |name: &'static str| -> Result<Option<i64>, ApiError> {
         f.time(name)?
-            .map(|t| bounded_time(name, t, now))
+            .map(|t| bounded_time(name, t, now, settings.max_ahead_ms))
             .transpose()
     };
     let bound_duration = |name: &'static str| -> Result<Option<Duration>, ApiError> {
         f.duration(name)?
-            .map(|d| bounded_duration(name, d))
+            .map(|d| bounded_duration(name, d, settings.max_ahead_ms))
             .transpose()
     };
     let send_at = bound_time("send_at").map_err(at)?;

@@ -94,6 +94,8 @@ pub struct ApiSettings {
     pub max_pending_callbacks: u64,
     /// Where a message's `callback_url` may point (`webhooks.callback_hosts`).
     pub callback_policy: crate::webhook::CallbackPolicy,
+    /// How far ahead times and durations may reach (`http.max_ahead_days`), in ms.
+    pub max_ahead_ms: i64,
 }
 
 impl Default for ApiSettings {
@@ -110,6 +112,7 @@ impl Default for ApiSettings {
             optout: OptOutConfig::default(),
             max_pending_callbacks: 1000,
             callback_policy: crate::webhook::CallbackPolicy::default(),
+            max_ahead_ms: time::days_ms(time::DEFAULT_MAX_AHEAD_DAYS),
         }
     }
 }
@@ -143,6 +146,7 @@ impl ApiSettings {
             optout: cfg.optout.clone(),
             max_pending_callbacks: cfg.http.max_pending_callbacks,
             callback_policy: crate::webhook::CallbackPolicy::from_config(&cfg.webhooks),
+            max_ahead_ms: time::days_ms(cfg.http.max_ahead_days.max(1)),
         }
     }
 }

@@ -5,15 +5,20 @@
 use super::ApiError;
 use std::time::Duration;
 
-/// How far ahead a message may be scheduled or may stay valid: `send_at`, `expires_at`,
-/// `appointment_at`, and the durations `ttl`, `remind_before` and `validity`.
-pub const MAX_AHEAD: Duration = Duration::from_secs(366 * 24 * 3600);
+/// How far ahead, by default, a message may be scheduled or stay valid
+/// (`http.max_ahead_days`): `send_at`, `expires_at`, `appointment_at`, and the
+/// durations `ttl`, `remind_before` and `validity`. A century: far enough for any
+/// booking (README's appointment program books one in 2099 so that it stays valid),
+/// and far short of year 9999, past which times were once unformattable.
+pub const DEFAULT_MAX_AHEAD_DAYS: u64 = 36_525;
 
-/// [`MAX_AHEAD`] in milliseconds.
-pub const MAX_AHEAD_MS: i64 = 366 * 24 * 3600 * 1000;
+/// Days as milliseconds, saturating.
+pub fn days_ms(days: u64) -> i64 {
+    i64::try_from(days.saturating_mul(86_400_000)).unwrap_or(i64::MAX)
+}
 
-/// A point in time a client gave: not before 1970 and at most [`MAX_AHEAD`] from `now`.
-pub fn bounded_time(field: &str, t: i64, now: i64) -> Result<i64, ApiError> {
+/// A point in time a client gave: not before 1970 and at most `max_ms` from `now`.
+pub fn bounded_time(field: &str, t: i64, now: i64, max_ms: i64) -> Result<i64, ApiError> {
     if t < 0 {
         return Err(ApiError::field(
             field,
@@ -21,23 +26,29 @@ pub fn bounded_time(field: &str, t: i64, now: i64) -> Result<i64, ApiError> {
             format!("{field} is before 1970"),
         ));
     }
-    if t > now.saturating_add(MAX_AHEAD_MS) {
+    if t > now.saturating_add(max_ms) {
         return Err(ApiError::field(
             field,
             "too_far_ahead",
-            format!("{field} is at most 366 days from now"),
+            format!(
+                "{field} is at most {} days from now (http.max_ahead_days)",
+                max_ms / 86_400_000
+            ),
         ));
     }
     Ok(t)
 }
 
-/// A duration a client gave: at most [`MAX_AHEAD`].
-pub fn bounded_duration(field: &str, d: Duration) -> Result<Duration, ApiError> {
-    if d > MAX_AHEAD {
+/// A duration a client gave: at most `max_ms`.
+pub fn bounded_duration(field: &str, d: Duration, max_ms: i64) -> Result<Duration, ApiError> {
+    if i64::try_from(d.as_millis()).map_or(true, |m| m > max_ms) {
         return Err(ApiError::field(
             field,
             "too_long",
-            format!("{field} is at most 366 days"),
+            format!(
+                "{field} is at most {} days (http.max_ahead_days)",
+                max_ms / 86_400_000
+            ),
         ));
     }
     Ok(d)
@@ -84,13 +95,17 @@ mod tests {
     #[test]
     fn bounds_name_the_field() {
         let now = 1_764_236_800_000;
-        assert!(bounded_time("send_at", now + MAX_AHEAD_MS, now).is_ok());
-        let e = bounded_time("send_at", now + MAX_AHEAD_MS + 1, now).unwrap_err();
+        let max = days_ms(DEFAULT_MAX_AHEAD_DAYS);
+        assert!(bounded_time("send_at", now + max, now, max).is_ok());
+        let e = bounded_time("send_at", now + max + 1, now, max).unwrap_err();
         assert_eq!((e.field.as_deref(), e.code), (Some("send_at"), "too_far_ahead"));
-        let e = bounded_time("expires_at", -5, now).unwrap_err();
+        // Year 10000 is always past the bound.
+        assert!(bounded_time("send_at", 253_402_300_800_000, now, max).is_err());
+        let e = bounded_time("expires_at", -5, now, max).unwrap_err();
         assert_eq!(e.code, "invalid_time");
-        assert!(bounded_time("x", i64::MAX, i64::MAX).is_ok());
-        let e = bounded_duration("ttl", Duration::from_secs(u64::MAX)).unwrap_err();
+        assert!(bounded_time("x", i64::MAX, i64::MAX, max).is_ok());
+        assert!(bounded_duration("ttl", Duration::from_secs(3600), days_ms(1)).is_ok());
+        let e = bounded_duration("ttl", Duration::from_secs(u64::MAX), max).unwrap_err();
         assert_eq!((e.field.as_deref(), e.code), (Some("ttl"), "too_long"));
     }
 }

@@ -83,6 +83,9 @@ pub struct HttpConfig {
     /// Most undelivered `callback_url` events one token may have pending; more
     /// messages with a `callback_url` get 429 `too_many_pending_callbacks`.
     pub max_pending_callbacks: u64,
+    /// How far ahead `send_at`, `expires_at` and `appointment_at` may be, and how long
+    /// `ttl`, `validity` and `remind_before` may last, in days.
+    pub max_ahead_days: u64,
 }
 
 impl Default for HttpConfig {
@@ -98,6 +101,7 @@ impl Default for HttpConfig {
             header_timeout_secs: 10,
             max_connections: 1024,
             max_pending_callbacks: 1000,
+            max_ahead_days: crate::api::time::DEFAULT_MAX_AHEAD_DAYS,
         }
     }
 }
