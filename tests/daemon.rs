@@ -377,3 +377,25 @@ fn serve_starts_with_scoped_tokens_only() {
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// `gsmgw webhook callback-key` prints the key apps verify callbacks with: derived
+/// from the operator's secret, never the secret itself.
+#[test]
+fn webhook_callback_key_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gsmgw.toml");
+    std::fs::write(&cfg, "[webhooks]\nsecret = \"operator-secret\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+        .args(["webhook", "callback-key", "--config"])
+        .arg(&cfg)
+        .env_remove("GSMGW_WEBHOOK_SECRET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        key.trim(),
+        gsmgw::webhook::derive_callback_secret("operator-secret")
+    );
+    assert!(!key.contains("operator-secret"));
+}

@@ -8,6 +8,7 @@ mod pdu;
 mod probe;
 mod serve;
 mod token;
+mod webhook;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     Status(client::StatusArgs),
     /// List recent messages.
     Messages(client::MessagesArgs),
+    /// Webhook helpers (`webhook callback-key`: the key that signs callbacks).
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 /// Runs the command line and maps failures to one stderr line and exit code 1.
@@ -57,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Send(a) => client::send(a),
         Command::Status(a) => client::status(a),
         Command::Messages(a) => client::messages(a),
+        Command::Webhook(cmd) => webhook::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
