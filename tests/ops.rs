@@ -177,3 +177,102 @@ exec "$@""#;
         "a message body reached the journal"
     );
 }
+
+/// Issue #11: `gsmgw doctor` against a bank where one port is held by another process,
+/// one SIM is PIN-locked and one has no SMSC reports exactly those three, each with
+/// its fix, and exits non-zero (they block sending); the healthy modem adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_exactly_what_blocks_sending() {
+    use hw_sim::{Bank, BankConfig, Fault, ProfileName};
+    let dir = tempfile::tempdir().unwrap();
+    let bank = Bank::start(BankConfig {
+        modems: 4,
+        link_dir: dir.path().join("bank"),
+        profile: ProfileName::Generic,
+        latency: (10, 10),
+        seed: 5,
+        scenario: None,
+        tcp_base: None,
+        control: None,
+    })
+    .await
+    .unwrap();
+    bank.set_fault(
+        1,
+        Fault::SimPin {
+            pin: "1111".into(),
+            puk: "12345678".into(),
+        },
+    )
+    .unwrap();
+    bank.set_fault(2, Fault::NoSmsc).unwrap();
+    let ports: Vec<String> = bank
+        .modems()
+        .iter()
+        .map(|m| m.path.display().to_string())
+        .collect();
+    // Another process holds port 0 (from doctor's side: this test process).
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ports[0])
+        .unwrap();
+    let _lock = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let mut args = vec![
+        "doctor".to_owned(),
+        "--json".into(),
+        "--timeout".into(),
+        "2s".into(),
+        "--user".into(),
+        "gsmgw-doctor-test-no-such-user".into(),
+        "--config".into(),
+        dir.path().join("none.toml").display().to_string(),
+    ];
+    std::fs::write(dir.path().join("none.toml"), "").unwrap();
+    for p in &ports {
+        args.push("--port".into());
+        args.push(p.clone());
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(!out.status.success(), "blocking findings exit non-zero: {v}");
+    let mut got: Vec<(String, String)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert!(!f["fix"].as_str().unwrap_or("").is_empty(), "{f}");
+            (
+                f["check"].as_str().unwrap().to_owned(),
+                f["port"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        ("port_busy".to_owned(), ports[0].clone()),
+        ("sim_pin".to_owned(), ports[1].clone()),
+        ("no_smsc".to_owned(), ports[2].clone()),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{v}");
+    assert_eq!(v["blocking"], 3);
+    // The healthy modem was identified.
+    assert!(v["ports"][3]["probe"]["imei"].is_string(), "{v}");
+    bank.shutdown().await;
+}

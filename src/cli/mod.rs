@@ -3,6 +3,7 @@
 //! and exactly one `error: …` line on stderr with a non-zero exit when it fails.
 
 mod client;
+mod doctor;
 mod modem;
 mod pdu;
 mod probe;
@@ -43,6 +44,8 @@ enum Command {
     Status(client::StatusArgs),
     /// List recent messages.
     Messages(client::MessagesArgs),
+    /// Check the host and each modem port; print what is wrong and how to fix it.
+    Doctor(doctor::DoctorArgs),
     /// Webhook helpers (`webhook callback-key`: the key that signs callbacks).
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => client::status(a),
         Command::Messages(a) => client::messages(a),
         Command::Webhook(cmd) => webhook::run(cmd),
+        Command::Doctor(a) => doctor::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
