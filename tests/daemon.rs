@@ -391,7 +391,11 @@ fn webhook_callback_key_is_printed() {
         .env_remove("GSMGW_WEBHOOK_SECRET")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         key.trim(),

@@ -250,7 +250,10 @@ async fn doctor_reports_exactly_what_blocks_sending() {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    assert!(!out.status.success(), "blocking findings exit non-zero: {v}");
+    assert!(
+        !out.status.success(),
+        "blocking findings exit non-zero: {v}"
+    );
     let mut got: Vec<(String, String)> = v["findings"]
         .as_array()
         .unwrap()

@@ -100,6 +100,10 @@ pub enum Fault {
     /// Direct `+CMT`/`+CDS` not acknowledged with `+CNMA` within this time is taken
     /// back by the network (and redelivered later).
     CnmaTimeout { ms: u64 },
+    /// The PDU line of the next `count` direct `+CMT`/`+CDS` deliveries (PDU mode) reaches
+    /// the host as line noise (some bytes replaced by 0xFF, as a flaky USB-serial adapter
+    /// does); each still waits for `+CNMA` like any direct delivery.
+    GarbledPdu { count: u32 },
 }
 
 fn default_puk() -> String {
@@ -124,6 +128,7 @@ impl Fault {
             Fault::UrcNoise { .. } => "urc_noise",
             Fault::StatusReport { .. } => "status_report",
             Fault::CnmaTimeout { .. } => "cnma_timeout",
+            Fault::GarbledPdu { .. } => "garbled_pdu",
             Fault::Registration { .. } => "registration",
             Fault::Signal { .. } => "signal",
             Fault::StorageCapacity { .. } => "storage_capacity",

@@ -766,6 +766,15 @@ impl Modem {
         };
         if inbound.kind == InboundKind::StatusReport && self.cmgf == 1 {
             self.urc(&head);
+        } else if self.cmgf == 0 && self.take_garbled_pdu() {
+            self.urc(&head);
+            let noise: Vec<u8> = body
+                .bytes()
+                .enumerate()
+                .map(|(i, b)| if i % 5 == 2 { 0xFF } else { b })
+                .collect();
+            self.out.extend_from_slice(&noise);
+            self.out.extend_from_slice(b"\r\n");
         } else {
             self.urc(&format!("{head}\r\n{body}"));
         }
@@ -779,6 +788,19 @@ impl Modem {
                 inbound,
             });
         }
+    }
+
+    /// Whether the `garbled_pdu` fault garbles this delivery (and counts it).
+    fn take_garbled_pdu(&mut self) -> bool {
+        let Some(Fault::GarbledPdu { count }) = self.faults.get_mut("garbled_pdu") else {
+            return false;
+        };
+        let garble = *count > 0;
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.faults.remove("garbled_pdu");
+        }
+        garble
     }
 
     fn pdu_with_smsc(&self, tpdu: &[u8]) -> String {

@@ -477,7 +477,9 @@ pub(super) async fn replay(
         .await?;
     match found {
         None => Ok(None),
-        Some(r) => stored_response(state, r, body_hash, respond).await.map(Some),
+        Some(r) => stored_response(state, r, body_hash, respond)
+            .await
+            .map(Some),
     }
 }
 

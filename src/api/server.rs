@@ -213,7 +213,10 @@ mod tests {
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await;
         let got = until_closed(&mut extra, Duration::from_secs(10)).await;
-        assert!(got.is_empty(), "past the cap: closed unanswered, got {got:?}");
+        assert!(
+            got.is_empty(),
+            "past the cap: closed unanswered, got {got:?}"
+        );
         drop(held);
         // Slots come back as the held connections close.
         let mut answer = String::new();

@@ -1506,10 +1506,22 @@ async fn far_future_times_are_refused_and_the_store_keeps_writing() {
         b
     };
     let cases = [
-        (with("send_at", json!(253_402_300_800_000i64)), "send_at", "too_far_ahead"),
+        (
+            with("send_at", json!(253_402_300_800_000i64)),
+            "send_at",
+            "too_far_ahead",
+        ),
         (with("send_at", json!(i64::MAX)), "send_at", "too_far_ahead"),
-        (with("send_at", json!("9999-12-31T23:59:59Z")), "send_at", "too_far_ahead"),
-        (with("expires_at", json!(253_402_300_800_000i64)), "expires_at", "too_far_ahead"),
+        (
+            with("send_at", json!("9999-12-31T23:59:59Z")),
+            "send_at",
+            "too_far_ahead",
+        ),
+        (
+            with("expires_at", json!(253_402_300_800_000i64)),
+            "expires_at",
+            "too_far_ahead",
+        ),
         (with("expires_at", json!(-1)), "expires_at", "invalid_time"),
         (with("ttl", json!("9000000y")), "ttl", "too_long"),
         (with("ttl", json!(u64::MAX)), "ttl", "too_long"),
@@ -1548,7 +1560,13 @@ async fn far_future_times_are_refused_and_the_store_keeps_writing() {
     assert_eq!(v["error"]["field"], "messages[1].send_at");
     assert_eq!(rows(&store), 0, "nothing stored for refused requests");
     // Within the bound is fine, and the response formats it.
-    let (s, v) = post(&app, "/v1/messages", "sender", with("send_at", json!("2099-12-04T09:00:00Z"))).await;
+    let (s, v) = post(
+        &app,
+        "/v1/messages",
+        "sender",
+        with("send_at", json!("2099-12-04T09:00:00Z")),
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert!(store_takes_a_write(&store).await);
     let (s, _) = call(&app, "GET", "/healthz", None, None).await;
@@ -1580,7 +1598,13 @@ async fn healthz_says_when_the_store_writer_stopped() {
     let (s, v) = call(&app, "GET", "/readyz", None, None).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["store"], false);
-    assert!(v["store_error"].as_str().unwrap().contains("writer stopped"), "{v}");
+    assert!(
+        v["store_error"]
+            .as_str()
+            .unwrap()
+            .contains("writer stopped"),
+        "{v}"
+    );
 }
 
 /// Finding 8: a send token cancels and verifies only what it created; another send
@@ -1592,14 +1616,38 @@ async fn only_the_creating_token_acts_on_its_messages_and_codes() {
     let (s, v) = post(&app, "/v1/messages", "sender", body.clone()).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let id = v["id"].as_i64().unwrap();
-    let (s, v) = call(&app, "DELETE", &format!("/v1/messages/{id}"), Some("sender2"), None).await;
+    let (s, v) = call(
+        &app,
+        "DELETE",
+        &format!("/v1/messages/{id}"),
+        Some("sender2"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "another token's message: {v}");
-    let (s, v) = call(&app, "DELETE", &format!("/v1/messages/{id}"), Some("sender"), None).await;
-    assert_eq!((s, v["status"].clone()), (StatusCode::OK, json!("cancelled")));
+    let (s, v) = call(
+        &app,
+        "DELETE",
+        &format!("/v1/messages/{id}"),
+        Some("sender"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].clone()),
+        (StatusCode::OK, json!("cancelled"))
+    );
     let (s, v) = post(&app, "/v1/messages", "sender", body).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let id = v["id"].as_i64().unwrap();
-    let (s, _) = call(&app, "DELETE", &format!("/v1/messages/{id}"), Some("admin"), None).await;
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        &format!("/v1/messages/{id}"),
+        Some("admin"),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "admin acts on all");
 
     let (s, v) = post(&app, "/v1/otp", "sender", json!({"to": "+491701234569"})).await;
@@ -1616,11 +1664,23 @@ async fn only_the_creating_token_acts_on_its_messages_and_codes() {
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
     let attempts: i64 = store
-        .read(move |c| Ok(c.query_row("SELECT attempts FROM otps WHERE id = ?1", [otp], |r| r.get(0))?))
+        .read(move |c| {
+            Ok(
+                c.query_row("SELECT attempts FROM otps WHERE id = ?1", [otp], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
         .await
         .unwrap();
     assert_eq!(attempts, 0, "another token spent none of the attempts");
-    let (s, v) = post(&app, &format!("/v1/otp/{otp}/verify"), "sender", json!({"code": "000000"})).await;
+    let (s, v) = post(
+        &app,
+        &format!("/v1/otp/{otp}/verify"),
+        "sender",
+        json!({"code": "000000"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_ne!(v["result"], "too_many_attempts");
 }
@@ -1689,7 +1749,11 @@ async fn head_needs_what_get_needs() {
         )
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "send scope cannot read");
+    assert_eq!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
+        "send scope cannot read"
+    );
 }
 
 /// Finding 11: /readyz does not write; it answers at once while another process holds
@@ -1748,8 +1812,18 @@ async fn pending_callbacks_are_capped_per_token() {
     let (s, v) = post(&app, "/v1/messages", "sender", body.clone()).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
     assert_eq!(v["error"]["code"], "too_many_pending_callbacks");
-    let (s, _) = post(&app, "/v1/messages", "sender", json!({"to": "+491701234567", "text": "no callback"})).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "messages without a callback still go");
+    let (s, _) = post(
+        &app,
+        "/v1/messages",
+        "sender",
+        json!({"to": "+491701234567", "text": "no callback"}),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::ACCEPTED,
+        "messages without a callback still go"
+    );
     let (s, _) = post(&app, "/v1/messages", "sender2", body).await;
     assert_eq!(s, StatusCode::ACCEPTED, "another token is not affected");
 }
@@ -1786,7 +1860,12 @@ fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
         Just(json!("")),
         "\\PC{0,40}".prop_map(|s| json!(s)),
     ];
-    let leaf = prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::Bool), ints, strings];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        ints,
+        strings
+    ];
     leaf.prop_recursive(2, 8, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
@@ -1815,8 +1894,8 @@ fn time_json() -> impl proptest::strategy::Strategy<Value = Value> {
 /// A field's value: for time and duration fields half the time an edge time.
 fn field_json(name: &str) -> proptest::strategy::BoxedStrategy<Value> {
     use proptest::prelude::*;
-    let timeish = name.ends_with("_at")
-        || matches!(name, "ttl" | "validity" | "remind_before" | "since");
+    let timeish =
+        name.ends_with("_at") || matches!(name, "ttl" | "validity" | "remind_before" | "since");
     if timeish {
         prop_oneof![time_json(), any_json()].boxed()
     } else {
@@ -1830,16 +1909,34 @@ const BODY_ROUTES: &[(&str, &str, &[&str])] = &[
         "POST",
         "/v1/messages",
         &[
-            "to", "text", "template", "vars", "priority", "send_at", "ttl", "expires_at",
-            "status_report", "flash", "validity", "sim", "tags", "callback_url",
-            "appointment_at", "remind_before", "reminder_template",
+            "to",
+            "text",
+            "template",
+            "vars",
+            "priority",
+            "send_at",
+            "ttl",
+            "expires_at",
+            "status_report",
+            "flash",
+            "validity",
+            "sim",
+            "tags",
+            "callback_url",
+            "appointment_at",
+            "remind_before",
+            "reminder_template",
         ],
     ),
     ("POST", "/v1/messages/batch", &["messages"]),
     ("POST", "/v1/estimate", &["text", "template", "vars"]),
     ("POST", "/v1/templates", &["name", "body", "description"]),
     ("PUT", "/v1/templates/t{}", &["body", "description"]),
-    ("POST", "/v1/otp", &["to", "length", "ttl", "template", "vars", "sim"]),
+    (
+        "POST",
+        "/v1/otp",
+        &["to", "length", "ttl", "template", "vars", "sim"],
+    ),
     ("POST", "/v1/otp/{}/verify", &["code"]),
     ("PUT", "/v1/suppressions/{}", &["note"]),
     ("POST", "/v1/sims/{}/ussd", &["code"]),
@@ -1882,49 +1979,62 @@ fn arbitrary_json_in_every_field_never_breaks_the_store() {
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&strategy, |((r, name, from_valid, path_value), value, extra)| {
-        let (method, path, known) = BODY_ROUTES[r];
-        let mut body = if from_valid && path == "/v1/messages" {
-            json!({"to": "+491701234567", "text": "hi"})
-        } else {
-            json!({})
-        };
-        if !known.is_empty() {
-            body[name] = value;
-        }
-        if !from_valid {
-            for (i, v) in extra {
-                let name = known.get(i).copied().unwrap_or("unknown_field");
-                body[name] = v;
+    let result = runner.run(
+        &strategy,
+        |((r, name, from_valid, path_value), value, extra)| {
+            let (method, path, known) = BODY_ROUTES[r];
+            let mut body = if from_valid && path == "/v1/messages" {
+                json!({"to": "+491701234567", "text": "hi"})
+            } else {
+                json!({})
+            };
+            if !known.is_empty() {
+                body[name] = value;
             }
-        }
-        if path == "/v1/messages/batch" && from_valid {
-            body = json!({"messages": [{"to": "+491701234567", "text": "x"}, body.clone()]});
-        }
-        let seg = match &path_value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let seg: String = seg
-            .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-            .collect();
-        let uri = path.replace("{}", &seg);
-        let (status, v) = rt.block_on(call(
-            &app,
-            method,
-            &uri,
-            Some("s3cret"),
-            (!matches!(method, "GET" | "DELETE")).then(|| body.to_string()),
-        ));
-        let writes = rt.block_on(store_takes_a_write(&store));
-        prop_assert!(writes, "the store stopped taking writes after {method} {uri} {body}");
-        prop_assert!(
-            !status.is_server_error() || (status == StatusCode::BAD_GATEWAY && uri.starts_with("/v1/modems")),
-            "{method} {uri} {body} → {status} {v}"
-        );
-        Ok::<(), TestCaseError>(())
-    });
+            if !from_valid {
+                for (i, v) in extra {
+                    let name = known.get(i).copied().unwrap_or("unknown_field");
+                    body[name] = v;
+                }
+            }
+            if path == "/v1/messages/batch" && from_valid {
+                body = json!({"messages": [{"to": "+491701234567", "text": "x"}, body.clone()]});
+            }
+            let seg = match &path_value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let seg: String = seg
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            let uri = path.replace("{}", &seg);
+            let (status, v) = rt.block_on(call(
+                &app,
+                method,
+                &uri,
+                Some("s3cret"),
+                (!matches!(method, "GET" | "DELETE")).then(|| body.to_string()),
+            ));
+            let writes = rt.block_on(store_takes_a_write(&store));
+            prop_assert!(
+                writes,
+                "the store stopped taking writes after {method} {uri} {body}"
+            );
+            prop_assert!(
+                !status.is_server_error()
+                    || (status == StatusCode::BAD_GATEWAY && uri.starts_with("/v1/modems")),
+                "{method} {uri} {body} → {status} {v}"
+            );
+            Ok::<(), TestCaseError>(())
+        },
+    );
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -1947,7 +2057,10 @@ async fn callback_urls_to_non_public_destinations_are_refused() {
         ("http://0x7f.1/", "invalid_callback_url"),
         ("http://[::ffff:127.0.0.1]/", "invalid_callback_url"),
         ("http://[::1]:9000/", "invalid_callback_url"),
-        ("http://169.254.169.254/latest/meta-data/", "invalid_callback_url"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "invalid_callback_url",
+        ),
         ("http://10.0.0.5/hook", "invalid_callback_url"),
         ("http://192.168.1.10/hook", "invalid_callback_url"),
         ("http://0.0.0.0/", "invalid_callback_url"),
@@ -1973,5 +2086,8 @@ async fn callback_urls_to_non_public_destinations_are_refused() {
     )
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    assert_eq!(v["callback_url"], "https://hooks.example.com/sms", "stored normalised");
+    assert_eq!(
+        v["callback_url"], "https://hooks.example.com/sms",
+        "stored normalised"
+    );
 }

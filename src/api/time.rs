@@ -98,7 +98,10 @@ mod tests {
         let max = days_ms(DEFAULT_MAX_AHEAD_DAYS);
         assert!(bounded_time("send_at", now + max, now, max).is_ok());
         let e = bounded_time("send_at", now + max + 1, now, max).unwrap_err();
-        assert_eq!((e.field.as_deref(), e.code), (Some("send_at"), "too_far_ahead"));
+        assert_eq!(
+            (e.field.as_deref(), e.code),
+            (Some("send_at"), "too_far_ahead")
+        );
         // Year 10000 is always past the bound.
         assert!(bounded_time("send_at", 253_402_300_800_000, now, max).is_err());
         let e = bounded_time("expires_at", -5, now, max).unwrap_err();

@@ -176,6 +176,15 @@ pub enum Urc {
     SmsReady,
     /// `Call Ready`.
     CallReady,
+    /// A two-line URC (`+CMT:`, `+CDS:`, `+CBM:`) whose data line never arrived intact: it
+    /// was garbled on the wire, did not have the announced length, or another header, a
+    /// final result or a timeout came in its place. The message was not read, so it must
+    /// not be acknowledged: a driver that acknowledges deliveries (`AT+CSMS=1`) refuses it
+    /// with `AT+CNMA=2` and the network delivers it again (see [`Urc::needs_ack`]).
+    Unreadable {
+        /// The header line, as received.
+        header: String,
+    },
     /// Any other line: logged by the driver, never fatal. A two-line URC whose header is not
     /// in PDU mode comes as `header + "\n" + data`.
     Other(String),
@@ -185,6 +194,18 @@ impl Urc {
     /// Whether this URC was recognised (not [`Urc::Other`]).
     pub fn is_known(&self) -> bool {
         !matches!(self, Urc::Other(_))
+    }
+
+    /// Whether this is a direct delivery (`+CMT`/`+CDS`, read or [`Urc::Unreadable`]) that
+    /// the modem, after `AT+CSMS=1`, wants answered with `AT+CNMA` (or `AT+CNMA=2`).
+    pub fn needs_ack(&self) -> bool {
+        match self {
+            Urc::Cmt { .. } | Urc::Cds { .. } => true,
+            Urc::Unreadable { header } => {
+                starts_with_ignore_case(header, "+CMT:") || starts_with_ignore_case(header, "+CDS:")
+            }
+            _ => false,
+        }
     }
 }
 
@@ -255,6 +276,77 @@ pub(crate) fn urc_has_data_line(line: &str) -> bool {
 /// Whether a response header is followed by a data line: `+CMGR:`/`+CMGL:` records.
 pub(crate) fn response_has_data_line(line: &str) -> bool {
     starts_with_ignore_case(line, "+CMGR:") || starts_with_ignore_case(line, "+CMGL:")
+}
+
+/// Whether a line looks like an information or URC header, `+NAME:` or `^NAME:` (never
+/// the hex data line of a PDU).
+pub(crate) fn looks_like_header(line: &str) -> bool {
+    let b = line.as_bytes();
+    if !matches!(b.first(), Some(b'+' | b'^')) {
+        return false;
+    }
+    let name = b
+        .iter()
+        .skip(1)
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .count();
+    name > 0 && b.get(1 + name) == Some(&b':')
+}
+
+/// In PDU mode, what the data line announced by a two-line URC header holds: the TPDU
+/// length in octets and whether an SMSC field precedes the TPDU. `None` for a text-mode
+/// header (no length to check).
+fn announced_pdu(header: &str) -> Option<(usize, bool)> {
+    if let Some(rest) = strip_prefix_ignore_case(header, "+CMT:") {
+        let p = split_params(rest);
+        // PDU mode: `[<alpha>],<length>`; the text-mode form has more parameters.
+        return match (p.len(), num::<usize>(&p, 1)) {
+            (2, Some(length)) => Some((length, true)),
+            _ => None,
+        };
+    }
+    if let Some(rest) = strip_prefix_ignore_case(header, "+CDS:") {
+        return rest.trim().parse().ok().map(|length| (length, true));
+    }
+    if let Some(rest) = strip_prefix_ignore_case(header, "+CBM:") {
+        // A cell broadcast page has no SMSC field.
+        return rest.trim().parse().ok().map(|length| (length, false));
+    }
+    None
+}
+
+/// Whether `data` is hex of exactly `tpdu_len` octets after the SMSC field (whose first
+/// octet gives its own length) when `smsc`, or of exactly `tpdu_len` octets otherwise.
+pub(crate) fn hex_pdu_fits(data: &str, tpdu_len: usize, smsc: bool) -> bool {
+    let b = data.as_bytes();
+    if b.is_empty() || !b.len().is_multiple_of(2) || !b.iter().all(u8::is_ascii_hexdigit) {
+        return false;
+    }
+    let smsc_octets = if smsc {
+        match b
+            .get(..2)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            Some(n) => 1 + usize::from(n),
+            None => return false,
+        }
+    } else {
+        0
+    };
+    smsc_octets.checked_add(tpdu_len) == Some(b.len() / 2)
+}
+
+/// Whether `data` may be the data line announced by a two-line URC `header`. In PDU mode
+/// only hex of exactly the announced length is; in text mode (no length to check)
+/// anything but a final result, a `+XXX:` header or a known URC.
+pub(crate) fn urc_data_fits(header: &str, data: &str) -> bool {
+    match announced_pdu(header) {
+        Some((length, smsc)) => hex_pdu_fits(data, length, smsc),
+        None => {
+            parse_final(data).is_none() && !looks_like_header(data) && !parse_urc(data).is_known()
+        }
+    }
 }
 
 /// Parses a two-line URC from its header and data line.
@@ -524,6 +616,39 @@ mod tests {
                 ("+CMGL: 3,0,,3".to_owned(), "BB".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn data_lines_must_fit_their_header() {
+        const PDU: &str = "07911326040000F0040B911346610089F60000208062917314080BC8329BFD06";
+        assert!(hex_pdu_fits(PDU, 24, true));
+        assert!(hex_pdu_fits(&PDU.to_ascii_lowercase(), 24, true));
+        assert!(
+            !hex_pdu_fits(PDU, 32, true),
+            "the SMSC field is not counted"
+        );
+        assert!(hex_pdu_fits(&PDU[16..], 24, false));
+        assert!(hex_pdu_fits("0006", 1, true), "an empty SMSC field");
+        assert!(!hex_pdu_fits(&PDU[1..], 24, true));
+        assert!(!hex_pdu_fits("", 0, false));
+        assert!(!hex_pdu_fits("+CMT: ,24", 24, true));
+        assert!(!hex_pdu_fits("FF", usize::MAX, true));
+        assert!(urc_data_fits("+CMT: ,24", PDU));
+        assert!(urc_data_fits("+CMT: \"Bob\",24", PDU));
+        assert!(!urc_data_fits("+CMT: ,24", "+CMT: ,24"));
+        assert!(!urc_data_fits("+CMT: ,23", PDU));
+        assert!(urc_data_fits("+CDS: 24", PDU));
+        // Text mode: no length to check, but never a header, a final result or a URC.
+        let text = "+CMT: \"+4915\",,\"24/01/01,10:00:00+04\"";
+        assert!(urc_data_fits(text, "hello"));
+        assert!(!urc_data_fits(text, "+CMT: ,24"));
+        assert!(!urc_data_fits(text, "OK"));
+        assert!(!urc_data_fits(text, "RING"));
+        assert!(looks_like_header("+CMT: ,24"));
+        assert!(looks_like_header("^RSSI:12"));
+        assert!(!looks_like_header("+CME ERROR: 10"));
+        assert!(!looks_like_header("+:"));
+        assert!(!looks_like_header(PDU));
     }
 
     #[test]

@@ -9,7 +9,12 @@
 //! lines and the line is not a recognised URC; the echo of the command (or of its payload)
 //! is dropped; a final result code finishes it; anything else is a URC. A header announcing
 //! a data line (`+CMGR:`/`+CMGL:` for responses, `+CMT:`/`+CDS:` for URCs) takes the next
-//! line with it.
+//! line with it — but only a line that can be that data: a URC's PDU must be hex of the
+//! length its header announced. A garbled line, another header or a final result in its
+//! place means the data is lost: the URC is reported as [`Urc::Unreadable`] (so the driver
+//! refuses it rather than acknowledge what it never read) and the line is handled on its
+//! own (a new header starts a new wait). A URC between a response record's header and its
+//! data is reported and the wait goes on; a garbled line ends it (the record has no data).
 //!
 //! After a timeout the session sends ESC (leaves the PDU prompt, aborts a running command),
 //! drains until the line has been quiet for a moment, and sends a plain `AT`: an answer
@@ -23,8 +28,8 @@ use super::command::Command;
 use super::error::AtError;
 use super::lexer::{Lexer, Token};
 use super::response::{
-    FinalResult, Urc, parse_final, parse_urc, parse_urc_with_data, response_has_data_line,
-    urc_has_data_line,
+    FinalResult, Urc, looks_like_header, parse_final, parse_urc, parse_urc_with_data,
+    response_has_data_line, urc_data_fits, urc_has_data_line,
 };
 
 const CTRL_Z: u8 = 0x1A;
@@ -238,6 +243,7 @@ impl Session {
                 Token::Garbage(bytes) => {
                     self.garbage += bytes as u64;
                     self.events.push_back(Event::GarbageSkipped { bytes });
+                    self.on_garbage();
                 }
                 Token::Prompt => self.on_prompt(now),
                 Token::Line(line) => self.on_line(line, now),
@@ -417,6 +423,12 @@ impl Session {
                 // A final result or a new header instead of the data line means the record
                 // had none (an empty slot, a text-mode status report): handle it normally.
                 if parse_final(&line).is_none() && !response_has_data_line(&line) {
+                    if looks_like_header(&line) || is_urc_line(&line) {
+                        // A URC between the record's header and its data: not the data.
+                        self.pending = Pending::ResponseData;
+                        self.on_urc_line(line, false);
+                        return;
+                    }
                     if let State::Running(f) = &mut self.state {
                         f.lines.push(line);
                     }
@@ -424,12 +436,14 @@ impl Session {
                 }
             }
             Pending::UrcData(header) => {
-                if parse_final(&line).is_none() && !parse_urc(&line).is_known() {
+                if urc_data_fits(&header, &line) {
                     self.emit_urc(parse_urc_with_data(&header, &line), false);
                     return;
                 }
-                // The data line never came: report what we have, then handle this line.
-                self.emit_urc(Urc::Other(header), false);
+                // Not the announced data (another header, a final result, a line of the
+                // wrong length): the message is lost. Report it, then handle this line on
+                // its own; a new header starts a new wait.
+                self.emit_urc(Urc::Unreadable { header }, false);
             }
         }
 
@@ -492,10 +506,19 @@ impl Session {
         }
     }
 
-    /// A two-line URC cut short by a timeout is still reported, as far as it got.
+    /// A two-line URC cut short by a timeout is still reported, as unreadable; a response
+    /// record's wait ends with its command.
     fn flush_pending(&mut self) {
         if let Pending::UrcData(header) = std::mem::replace(&mut self.pending, Pending::None) {
-            self.emit_urc(Urc::Other(header), false);
+            self.emit_urc(Urc::Unreadable { header }, false);
+        }
+    }
+
+    /// A garbled line where a data line was announced: that data is lost. A URC is
+    /// reported as unreadable; a response record keeps its header without data.
+    fn on_garbage(&mut self) {
+        if let Pending::UrcData(header) = std::mem::replace(&mut self.pending, Pending::None) {
+            self.emit_urc(Urc::Unreadable { header }, false);
         }
     }
 

@@ -11,6 +11,8 @@ use super::*;
 
 const PDU_A: &str = "07911326040000F0040B911346610089F60000208062917314080CC8F71D14969741F977FD07";
 const PDU_B: &str = "07911326040000F0040B911346610089F60000208062917314080BC8329BFD06";
+/// A status report (SMSC field + 25-octet TPDU).
+const REPORT: &str = "07911326040000F0062A0B911346610089F6208062917314082080629173150800";
 const SUBMIT: &str = "0011000B916407281553F80000AA0AE8329BFD4697D9EC37";
 
 fn ms(n: u64) -> Duration {
@@ -161,19 +163,19 @@ fn corpus() -> Vec<Transcript> {
         tr(
             "cmt while command in flight",
             vec![Command::csq()],
-            format!("\r\n+CMT: ,39\r\n{PDU_A}\r\n\r\n+CSQ: 15,99\r\n\r\nOK\r\n"),
+            format!("\r\n+CMT: ,30\r\n{PDU_A}\r\n\r\n+CSQ: 15,99\r\n\r\nOK\r\n"),
         ),
         tr(
             "cmt inside cmgl",
             vec![Command::cmgl(4)],
             format!(
-                "\r\n+CMGL: 1,1,,39\r\n{PDU_A}\r\n+CMT: ,32\r\n{PDU_B}\r\n+CMGL: 2,0,,32\r\n{PDU_B}\r\n\r\nOK\r\n"
+                "\r\n+CMGL: 1,1,,39\r\n{PDU_A}\r\n+CMT: ,24\r\n{PDU_B}\r\n+CMGL: 2,0,,32\r\n{PDU_B}\r\n\r\nOK\r\n"
             ),
         ),
         tr(
             "cds two-line urc idle",
             vec![],
-            "\r\n+CDS: 25\r\n07911326040000F006\r\n",
+            format!("\r\n+CDS: 25\r\n{REPORT}\r\n"),
         ),
         tr(
             "garbage then ok",
@@ -427,14 +429,14 @@ fn cmgl_records_keep_their_pdu_lines() {
 #[test]
 fn cmt_inside_cmgl_is_a_urc() {
     let input = format!(
-        "\r\n+CMGL: 1,1,,39\r\n{PDU_A}\r\n+CMT: ,32\r\n{PDU_B}\r\n+CMGL: 2,0,,32\r\n{PDU_B}\r\n\r\nOK\r\n"
+        "\r\n+CMGL: 1,1,,39\r\n{PDU_A}\r\n+CMT: ,24\r\n{PDU_B}\r\n+CMGL: 2,0,,32\r\n{PDU_B}\r\n\r\nOK\r\n"
     );
     let out = run(&[Command::cmgl(4)], input.as_bytes());
     assert_eq!(
         urcs(&out),
         vec![&Urc::Cmt {
             alpha: None,
-            length: 32,
+            length: 24,
             pdu: PDU_B.into()
         }]
     );
@@ -446,13 +448,13 @@ fn cmt_inside_cmgl_is_a_urc() {
 
 #[test]
 fn cmt_two_line_urc_while_command_in_flight() {
-    let input = format!("\r\n+CMT: ,39\r\n{PDU_A}\r\n\r\n+CSQ: 15,99\r\n\r\nOK\r\n");
+    let input = format!("\r\n+CMT: ,30\r\n{PDU_A}\r\n\r\n+CSQ: 15,99\r\n\r\nOK\r\n");
     let out = run(&[Command::csq()], input.as_bytes());
     assert_eq!(
         out.events[0],
         Event::Urc(Urc::Cmt {
             alpha: None,
-            length: 39,
+            length: 30,
             pdu: PDU_A.into()
         })
     );
@@ -461,12 +463,13 @@ fn cmt_two_line_urc_while_command_in_flight() {
 
 #[test]
 fn cds_two_line_urc() {
-    let out = run(&[], b"\r\n+CDS: 25\r\n07911326040000F006\r\n");
+    let input = format!("\r\n+CDS: 25\r\n{REPORT}\r\n");
+    let out = run(&[], input.as_bytes());
     assert_eq!(
         urcs(&out),
         vec![&Urc::Cds {
             length: 25,
-            pdu: "07911326040000F006".into()
+            pdu: REPORT.into()
         }]
     );
 }
@@ -863,7 +866,9 @@ fn two_line_urc_cut_by_timeout_is_still_reported() {
     s.handle_timeout(t0 + Duration::from_secs(5));
     assert_eq!(
         s.poll_event(),
-        Some(Event::Urc(Urc::Other("+CMT: ,39".into())))
+        Some(Event::Urc(Urc::Unreadable {
+            header: "+CMT: ,39".into()
+        }))
     );
     assert!(matches!(s.poll_event(), Some(Event::Timeout { .. })));
 }
@@ -952,8 +957,154 @@ fn text_mode_urcs_do_not_jam() {
 fn two_line_urc_interrupted_by_final() {
     // The +CMT data line got lost on the wire: the OK still finishes the command.
     let out = run(&[Command::csq()], b"\r\n+CMT: ,39\r\n\x00\r\nOK\r\n");
-    assert_eq!(urcs(&out), vec![&Urc::Other("+CMT: ,39".into())]);
+    assert_eq!(
+        urcs(&out),
+        vec![&Urc::Unreadable {
+            header: "+CMT: ,39".into()
+        }]
+    );
     assert!(response(&out, 0).2.is_ok());
+}
+
+// ---- audit #10, finding 5: a garbled line must not make the next header the PDU ----
+
+/// Runs `input` whole, cut at every position and byte by byte; all must agree.
+fn run_every_split(cmds: &[Command], input: &[u8]) -> Output {
+    let whole = run(cmds, input);
+    for cut in 0..=input.len() {
+        assert_eq!(run_split(cmds, input, &[cut]), whole, "split at {cut}");
+    }
+    let every: Vec<usize> = (1..input.len()).collect();
+    assert_eq!(run_split(cmds, input, &every), whole, "byte by byte");
+    whole
+}
+
+fn cmt_b() -> Urc {
+    Urc::Cmt {
+        alpha: None,
+        length: 24,
+        pdu: PDU_B.into(),
+    }
+}
+
+fn unreadable(header: &str) -> Urc {
+    Urc::Unreadable {
+        header: header.into(),
+    }
+}
+
+#[test]
+fn garbage_then_a_real_cmt_gives_the_real_pdu() {
+    // The first message's PDU line arrives garbled (line noise), then the next +CMT.
+    let mut garbled = PDU_B.as_bytes().to_vec();
+    garbled[10] = 0xFF;
+    garbled[11] = 0x00;
+    let mut input = b"\r\n+CMT: ,24\r\n".to_vec();
+    input.extend_from_slice(&garbled);
+    input.extend_from_slice(format!("\r\n+CMT: ,24\r\n{PDU_B}\r\n").as_bytes());
+    for cmds in [vec![], vec![Command::csq()]] {
+        let out = run_every_split(&cmds, &input);
+        assert_eq!(urcs(&out), vec![&unreadable("+CMT: ,24"), &cmt_b()]);
+        assert!(
+            out.events
+                .iter()
+                .any(|e| matches!(e, Event::GarbageSkipped { bytes } if *bytes == garbled.len()))
+        );
+    }
+}
+
+#[test]
+fn a_header_in_place_of_the_pdu_starts_a_new_wait() {
+    let input = format!("\r\n+CMT: ,24\r\n+CMT: ,24\r\n{PDU_B}\r\n");
+    let out = run_every_split(&[], input.as_bytes());
+    assert_eq!(urcs(&out), vec![&unreadable("+CMT: ,24"), &cmt_b()]);
+    // A status report header in place of a message's PDU, and the other way round.
+    let input =
+        format!("\r\n+CMT: ,24\r\n+CDS: 25\r\n{REPORT}\r\n+CDS: 25\r\n+CMT: ,24\r\n{PDU_B}\r\n");
+    let out = run_every_split(&[], input.as_bytes());
+    assert_eq!(
+        urcs(&out),
+        vec![
+            &unreadable("+CMT: ,24"),
+            &Urc::Cds {
+                length: 25,
+                pdu: REPORT.into()
+            },
+            &unreadable("+CDS: 25"),
+            &cmt_b(),
+        ]
+    );
+}
+
+#[test]
+fn a_line_that_is_not_hex_of_the_announced_length_is_not_the_pdu() {
+    // Printable junk (a cut line), hex of the wrong length, odd length, non-hex.
+    let short = &PDU_B[..PDU_B.len() - 2];
+    let long = format!("{PDU_B}00");
+    for junk in [
+        short,
+        long.as_str(),
+        &PDU_B[1..],
+        "07911326040000F0ZZ",
+        "hello",
+    ] {
+        let input = format!("\r\n+CMT: ,24\r\n{junk}\r\n+CMT: ,24\r\n{PDU_B}\r\n");
+        let out = run_every_split(&[Command::csq()], input.as_bytes());
+        assert_eq!(
+            urcs(&out),
+            vec![&unreadable("+CMT: ,24"), &Urc::Other(junk.into()), &cmt_b()],
+            "{junk}"
+        );
+    }
+    // The length counts the TPDU only: the SMSC field comes on top.
+    let input = format!("\r\n+CMT: ,32\r\n{PDU_B}\r\n");
+    let out = run(&[], input.as_bytes());
+    assert_eq!(
+        urcs(&out),
+        vec![&unreadable("+CMT: ,32"), &Urc::Other(PDU_B.into())]
+    );
+}
+
+#[test]
+fn garbage_in_place_of_a_record_pdu_does_not_take_the_next_urc() {
+    // +CMGR whose PDU line is garbled, then a URC, then OK: the URC is not the record's
+    // data (the driver would store and delete a message it never read).
+    let out = run_every_split(
+        &[Command::cmgr(3)],
+        b"\r\n+CMGR: 0,,24\r\n\xff\xfe07\r\n+CMTI: \"SM\",4\r\n\r\nOK\r\n",
+    );
+    assert_eq!(response(&out, 0).1, strings(&["+CMGR: 0,,24"]));
+    assert_eq!(
+        urcs(&out),
+        vec![&Urc::Cmti {
+            mem: "SM".into(),
+            index: 4
+        }]
+    );
+}
+
+#[test]
+fn a_urc_between_a_record_header_and_its_pdu_is_not_the_pdu() {
+    let input = format!("\r\n+CMGR: 0,,24\r\n+CREG: 1\r\n{PDU_B}\r\n\r\nOK\r\n");
+    let out = run_every_split(&[Command::cmgr(3)], input.as_bytes());
+    assert_eq!(response(&out, 0).1, strings(&["+CMGR: 0,,24", PDU_B]));
+    assert_eq!(urcs(&out).len(), 1);
+    assert!(matches!(urcs(&out)[0], Urc::Registration { stat: 1, .. }));
+}
+
+#[test]
+fn unreadable_direct_deliveries_need_an_ack() {
+    assert!(unreadable("+CMT: ,24").needs_ack());
+    assert!(unreadable("+cds: 25").needs_ack());
+    assert!(!unreadable("+CBM: 88").needs_ack());
+    assert!(cmt_b().needs_ack());
+    assert!(
+        !Urc::Cmti {
+            mem: "SM".into(),
+            index: 1
+        }
+        .needs_ack()
+    );
 }
 
 #[test]
@@ -995,7 +1146,8 @@ fn arb_modem_bytes() -> impl Strategy<Value = Vec<u8>> {
         Just(b">".to_vec()),
         Just(b"+CMS ERROR: 500".to_vec()),
         Just(b"+CME ERROR: SIM busy".to_vec()),
-        Just(b"+CMT: ,39".to_vec()),
+        Just(b"+CMT: ,30".to_vec()),
+        Just(b"+CMT: ,24".to_vec()),
         Just(b"+CDS: 25".to_vec()),
         Just(b"+CMGL: 1,1,,39".to_vec()),
         Just(b"+CMGR: 0,,39".to_vec()),
@@ -1004,6 +1156,8 @@ fn arb_modem_bytes() -> impl Strategy<Value = Vec<u8>> {
         Just(b"+CUSD: 1,\"a,b\",15".to_vec()),
         Just(b"AT+CSQ".to_vec()),
         Just(PDU_A.as_bytes().to_vec()),
+        Just(PDU_B.as_bytes().to_vec()),
+        Just(REPORT.as_bytes().to_vec()),
         Just(vec![0x1A]),
         Just(vec![0x1B]),
         proptest::collection::vec(any::<u8>(), 0..8),
@@ -1082,6 +1236,23 @@ proptest! {
         let t = &corpus[idx % corpus.len()];
         let whole = run(&t.cmds, &t.input);
         prop_assert_eq!(feed_chunks(&t.cmds, &t.input, &sizes, false), whole);
+    }
+
+    #[test]
+    fn a_reported_pdu_always_fits_its_header(
+        input in arb_modem_bytes(),
+        cmds in proptest::collection::vec(arb_command(), 0..5),
+        sizes in proptest::collection::vec(1usize..30, 1..10),
+    ) {
+        let out = feed_chunks(&cmds, &input, &sizes, true);
+        for u in urcs(&out) {
+            match u {
+                Urc::Cmt { length, pdu, .. } | Urc::Cds { length, pdu } => {
+                    prop_assert!(response::hex_pdu_fits(pdu, *length, true), "{u:?}");
+                }
+                _ => {}
+            }
+        }
     }
 
     #[test]

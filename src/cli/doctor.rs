@@ -85,6 +85,10 @@ impl Finding {
     }
 }
 
+/// What opening and bringing up one port gave: its report (and a SIM that stopped
+/// bring-up short), or why it could not be opened or brought up.
+type Outcome = Result<(Report, Option<ModemError>), ModemError>;
+
 /// A process with a file open: its pid and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Holder {
@@ -154,7 +158,9 @@ fn lock_findings(port: &str, lock_dirs: &[PathBuf]) -> Vec<Finding> {
     // /dev/gsmgw/<id> links name the real tty in the lock file.
     let real = std::fs::canonicalize(port).ok();
     let mut names = vec![name.to_owned()];
-    if let Some(r) = real.as_ref().and_then(|r| r.file_name()?.to_str().map(str::to_owned))
+    if let Some(r) = real
+        .as_ref()
+        .and_then(|r| r.file_name()?.to_str().map(str::to_owned))
         && !names.contains(&r)
     {
         names.push(r);
@@ -204,13 +210,14 @@ fn lock_findings(port: &str, lock_dirs: &[PathBuf]) -> Vec<Finding> {
 }
 
 /// The findings of one port's open and bring-up.
-fn port_findings(port: &str, outcome: &Result<(Report, Option<ModemError>), ModemError>) -> Vec<Finding> {
+fn port_findings(port: &str, outcome: &Outcome) -> Vec<Finding> {
     let p = Some(port);
     let mut out = Vec::new();
     let (report, sim_error) = match outcome {
         Ok((r, e)) => (r, e),
         Err(ModemError::Open { reason, .. }) => {
-            let busy = reason.contains("in use") || reason.contains("busy") || reason.contains("Busy");
+            let busy =
+                reason.contains("in use") || reason.contains("busy") || reason.contains("Busy");
             let denied = reason.contains("ermission denied");
             let held = holders(Path::new(port));
             let mm = held.iter().find(|h| h.comm == "ModemManager");
@@ -218,12 +225,19 @@ fn port_findings(port: &str, outcome: &Result<(Report, Option<ModemError>), Mode
                 let fix = if mm.is_some() {
                     "keep ModemManager off gsmgw's ports: install gsmgw's udev rules (the .deb ships /usr/lib/udev/rules.d/70-gsmgw.rules; then `sudo udevadm control --reload-rules && sudo udevadm trigger`), or `sudo systemctl disable --now ModemManager` if nothing else needs it".to_owned()
                 } else if held.is_empty() {
-                    "stop the program using it (`sudo fuser -v PORT` names it)".replace("PORT", port)
+                    "stop the program using it (`sudo fuser -v PORT` names it)"
+                        .replace("PORT", port)
                 } else {
                     format!(
                         "stop {} (`kill {}`), or give gsmgw another port",
-                        held.iter().map(|h| h.comm.as_str()).collect::<Vec<_>>().join(", "),
-                        held.iter().map(|h| h.pid.to_string()).collect::<Vec<_>>().join(" ")
+                        held.iter()
+                            .map(|h| h.comm.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        held.iter()
+                            .map(|h| h.pid.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     )
                 };
                 out.push(Finding::new(
@@ -272,7 +286,8 @@ fn port_findings(port: &str, outcome: &Result<(Report, Option<ModemError>), Mode
                 Severity::Blocking,
                 p,
                 format!("{port}: {e}"),
-                "`gsmgw probe PORT` shows the modem's answers; see docs/hardware.md".replace("PORT", port),
+                "`gsmgw probe PORT` shows the modem's answers; see docs/hardware.md"
+                    .replace("PORT", port),
             ));
             return out;
         }
@@ -478,7 +493,11 @@ fn has_tty(dir: &Path, depth: u32) -> bool {
 
 fn default_ports(cfg_ports: &[String]) -> Vec<String> {
     let patterns: Vec<String> = if cfg_ports.is_empty() {
-        vec!["/dev/gsmgw/*".into(), "/dev/ttyUSB*".into(), "/dev/ttyACM*".into()]
+        vec![
+            "/dev/gsmgw/*".into(),
+            "/dev/ttyUSB*".into(),
+            "/dev/ttyACM*".into(),
+        ]
     } else {
         cfg_ports.to_vec()
     };
@@ -525,28 +544,27 @@ pub fn run(a: DoctorArgs) -> Result<(), Box<dyn Error>> {
     let mut modem_cfg = super::probe::oneshot_config(a.timeout, None);
     modem_cfg.pins = cfg.modems.pins.clone().into_iter().collect();
     let modem_cfg = Arc::new(modem_cfg);
-    let outcomes: Vec<(String, Result<(Report, Option<ModemError>), ModemError>)> =
-        rt.block_on(async {
-            let mut set = tokio::task::JoinSet::new();
-            for (i, port) in ports.iter().enumerate() {
-                let (port, cfg, baud) = (port.clone(), modem_cfg.clone(), a.baud);
-                set.spawn(async move {
-                    let r = async {
-                        let o = super::probe::opener(&port, false, baud)?;
-                        let (m, e) = super::probe::bring_up(o, (*cfg).clone()).await?;
-                        Ok((m.report().clone(), e))
-                    }
-                    .await;
-                    (i, port, r)
-                });
-            }
-            let mut rows = Vec::new();
-            while let Some(Ok(row)) = set.join_next().await {
-                rows.push(row);
-            }
-            rows.sort_by_key(|(i, _, _)| *i);
-            rows.into_iter().map(|(_, p, r)| (p, r)).collect()
-        });
+    let outcomes: Vec<(String, Outcome)> = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, port) in ports.iter().enumerate() {
+            let (port, cfg, baud) = (port.clone(), modem_cfg.clone(), a.baud);
+            set.spawn(async move {
+                let r = async {
+                    let o = super::probe::opener(&port, false, baud)?;
+                    let (m, e) = super::probe::bring_up(o, (*cfg).clone()).await?;
+                    Ok((m.report().clone(), e))
+                }
+                .await;
+                (i, port, r)
+            });
+        }
+        let mut rows = Vec::new();
+        while let Some(Ok(row)) = set.join_next().await {
+            rows.push(row);
+        }
+        rows.sort_by_key(|(i, _, _)| *i);
+        rows.into_iter().map(|(_, p, r)| (p, r)).collect()
+    });
     let mut reports = Vec::new();
     for (port, outcome) in &outcomes {
         findings.extend(lock_findings(port, &lock_dirs));
@@ -572,7 +590,9 @@ pub fn run(a: DoctorArgs) -> Result<(), Box<dyn Error>> {
         );
     } else {
         if ports.is_empty() {
-            println!("no modem ports found (looked for /dev/gsmgw/*, /dev/ttyUSB*, /dev/ttyACM*; name ports with --port)");
+            println!(
+                "no modem ports found (looked for /dev/gsmgw/*, /dev/ttyUSB*, /dev/ttyACM*; name ports with --port)"
+            );
         }
         for (port, outcome) in &outcomes {
             match outcome {
@@ -597,10 +617,7 @@ pub fn run(a: DoctorArgs) -> Result<(), Box<dyn Error>> {
             }
             println!("    fix: {}", f.fix);
         }
-        println!(
-            "{} finding(s), {blocking} blocking sending",
-            findings.len()
-        );
+        println!("{} finding(s), {blocking} blocking sending", findings.len());
     }
     if blocking > 0 {
         return Err(format!("{blocking} finding(s) block sending").into());
@@ -621,7 +638,8 @@ mod tests {
 
     #[test]
     fn dialout_membership() {
-        let passwd = "root:x:0:0::/root:/bin/sh\ngsmgw:x:998:998::/var/lib/gsmgw:/usr/sbin/nologin\n";
+        let passwd =
+            "root:x:0:0::/root:/bin/sh\ngsmgw:x:998:998::/var/lib/gsmgw:/usr/sbin/nologin\n";
         assert!(dialout_finding("gsmgw", passwd, "dialout:x:20:gsmgw,pi\n").is_none());
         assert!(dialout_finding("gsmgw", passwd, "dialout:x:20:pi\n").is_some());
         assert!(dialout_finding("nobody-here", passwd, "dialout:x:20:\n").is_none());

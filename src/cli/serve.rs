@@ -50,7 +50,10 @@ pub struct CheckConfigArgs {
     config: Option<PathBuf>,
 }
 
-pub(super) fn load(path: Option<&Path>, optional: bool) -> Result<Config, Box<dyn std::error::Error>> {
+pub(super) fn load(
+    path: Option<&Path>,
+    optional: bool,
+) -> Result<Config, Box<dyn std::error::Error>> {
     match path {
         Some(p) => Ok(Config::load(p)?),
         None if optional && !Path::new(DEFAULT_PATH).exists() => Ok(Config::default()),

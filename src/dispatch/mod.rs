@@ -106,6 +106,9 @@ pub struct Queued {
     pub sent_sim: Option<String>,
     /// SIMs that failed this message (tried last).
     pub avoid: Vec<String>,
+    /// Failed store writes in a row when starting an attempt (the message never reached
+    /// a modem; not an attempt): the retry backs off on it.
+    pub store_failures: u32,
 }
 
 impl Queued {
@@ -128,6 +131,7 @@ impl Queued {
             sent_seqs: sent.iter().map(|p| p.seq).collect(),
             sent_sim: sent.first().and_then(|p| p.sim.clone()),
             avoid: Vec::new(),
+            store_failures: 0,
         }
     }
 
@@ -172,6 +176,9 @@ enum Input {
     ModemStatus(ModemStatus),
     ModemRemoved(ModemId),
     Shutdown,
+    /// Test-only fault injection: the next `n` writes that start an attempt fail.
+    #[cfg(test)]
+    FailBeginAttempts(u32),
 }
 
 struct Done {
@@ -254,6 +261,8 @@ impl Dispatcher {
             beat: Arc::new(AtomicI64::new(now_ms())),
             store_has_more: true,
             store_watermark: None,
+            #[cfg(test)]
+            fail_begin: 0,
         };
         state.refill(now_ms()).await;
         info!(
@@ -301,6 +310,13 @@ impl Dispatcher {
     pub fn shutdown(&self) {
         let _ = self.tx.send(Input::Shutdown);
     }
+
+    /// Test-only: makes the next `n` store writes that start a send attempt fail, as a
+    /// full disk or a locked database would.
+    #[cfg(test)]
+    pub(crate) fn fail_begin_attempts(&self, n: u32) {
+        let _ = self.tx.send(Input::FailBeginAttempts(n));
+    }
 }
 
 struct ModemSlot {
@@ -311,6 +327,16 @@ struct ModemSlot {
 
 /// Ready messages order: priority (highest first), then due time, then id.
 type ReadyKey = (std::cmp::Reverse<i32>, i64, i64);
+
+/// What [`Pool::select`] reserved for one message: a SIM's quota and a modem's
+/// in-flight slot, at a time.
+#[derive(Debug, Clone)]
+struct Reserved {
+    modem: ModemId,
+    iccid: String,
+    parts: u32,
+    at: SystemTime,
+}
 
 struct State {
     store: Store,
@@ -332,6 +358,9 @@ struct State {
     store_has_more: bool,
     /// Load more from the store at this time (the first not-loaded future message).
     store_watermark: Option<i64>,
+    /// Test-only: how many more attempt-starting writes fail.
+    #[cfg(test)]
+    fail_begin: u32,
 }
 
 /// The loop turns at least this often even when idle, so its heartbeat proves it alive.
@@ -602,11 +631,19 @@ impl State {
                 pinned_sim: pinned,
                 avoid: &q.avoid,
             };
-            match self.pool.select(&req, SystemTime::now()) {
+            let selected_at = SystemTime::now();
+            match self.pool.select(&req, selected_at) {
                 Selection::Chosen(c) => {
                     self.ready.remove(&key);
-                    idle -= 1;
-                    self.start_send(key.2, c.modem, c.iccid, remaining).await;
+                    let reserved = Reserved {
+                        modem: c.modem,
+                        iccid: c.iccid,
+                        parts: remaining,
+                        at: selected_at,
+                    };
+                    if self.start_send(key.2, reserved).await {
+                        idle -= 1;
+                    }
                 }
                 Selection::WaitUntil(t) => {
                     self.wait_until = Some(self.wait_until.map_or(t, |w| w.min(t)));
@@ -618,41 +655,65 @@ impl State {
         }
     }
 
-    async fn start_send(&mut self, id: i64, modem: ModemId, iccid: String, parts: u32) {
+    /// Hands a selected message to its modem. Every way out before the modem has it
+    /// gives back what the selection reserved ([`State::release`]); returns whether the
+    /// send started.
+    async fn start_send(&mut self, id: i64, reserved: Reserved) -> bool {
         let now = now_ms();
-        let Some(q) = self.messages.get(&id).cloned() else {
-            return;
+        let Some(mut q) = self.messages.get(&id).cloned() else {
+            self.release(&reserved);
+            return false;
         };
-        let (sim, mdm) = (iccid.clone(), modem.clone());
-        let begin = self
-            .store
-            .write(move |c| store::begin_attempt(c, id, &sim, &mdm, now))
-            .await;
-        let attempt = match begin {
+        let Some(outbound) = self.modems.get(&reserved.modem).map(|s| s.outbound.clone()) else {
+            // Not reached (the pool forgets a modem together with its slot); never leak.
+            self.release(&reserved);
+            self.requeue(q, now, now);
+            return false;
+        };
+        let Reserved { modem, iccid, .. } = reserved.clone();
+        let attempt = match self.begin_attempt(id, &iccid, &modem, now).await {
             Ok(a) => a,
-            Err(e) => {
+            Err(store::StoreError::Conflict(why)) => {
                 // Cancelled (or otherwise changed) between enqueue and now.
-                debug!(message_id = id, error = %e, "not sending");
-                self.pool.refund(&iccid, parts, SystemTime::now());
+                debug!(message_id = id, reason = %why, "not sending");
+                self.release(&reserved);
                 self.forget(id);
-                return;
+                return false;
+            }
+            Err(e) => {
+                // The store could not record the attempt: nothing was sent. The message
+                // stays queued (in the store as in memory) and is tried again, backing
+                // off while the store keeps failing.
+                self.release(&reserved);
+                q.store_failures += 1;
+                let delay = self.backoff(q.store_failures);
+                warn!(
+                    message_id = id, modem = %modem, error = %e, retry_in = ?delay,
+                    "could not record the send attempt; the message stays queued"
+                );
+                let due =
+                    now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
+                self.requeue(q, due, now);
+                return false;
             }
         };
+        if let Some(m) = self.messages.get_mut(&id) {
+            m.store_failures = 0;
+        }
         self.persist_usage(&iccid).await;
         let parts_out = match q.parts_to_send() {
             Ok(p) => p,
             Err(e) => {
                 // Cannot happen for a message the API accepted; fail it loudly.
+                self.release(&reserved);
                 self.fail(id, &iccid, &modem, attempt, "encode", &e.to_string())
                     .await;
-                return;
+                return false;
             }
         };
-        let Some(slot) = self.modems.get_mut(&modem) else {
-            return;
-        };
-        slot.in_flight += 1;
-        let outbound = slot.outbound.clone();
+        if let Some(slot) = self.modems.get_mut(&modem) {
+            slot.in_flight += 1;
+        }
         self.push_status(&modem);
         self.notify(id, MessageStatus::Sending, Some(&iccid), Some(&modem), None);
         debug!(message_id = id, modem = %modem, iccid = %iccid, parts = parts_out.len(), "sending");
@@ -695,6 +756,43 @@ impl State {
                 started,
             });
         });
+        true
+    }
+
+    /// Gives back what [`Pool::select`] reserved for a send that never reached the
+    /// modem: the quota it charged, and the in-flight slot it counted (the pool's count
+    /// is put back to the dispatcher's, which was not raised).
+    fn release(&mut self, r: &Reserved) {
+        self.pool.refund(&r.iccid, r.parts, r.at);
+        self.push_status(&r.modem);
+    }
+
+    /// Puts a message back in the window, due at `due`.
+    fn requeue(&mut self, mut q: Queued, due: i64, now: i64) {
+        self.forget(q.id);
+        q.due = due;
+        self.add(q, now);
+    }
+
+    /// Records in the store that the message is being sent (`sending`, a new attempt).
+    async fn begin_attempt(
+        &mut self,
+        id: i64,
+        iccid: &str,
+        modem: &str,
+        now: i64,
+    ) -> Result<i64, store::StoreError> {
+        #[cfg(test)]
+        if self.fail_begin > 0 {
+            self.fail_begin -= 1;
+            return Err(store::StoreError::Sqlite(
+                "injected fault: database or disk is full".into(),
+            ));
+        }
+        let (sim, mdm) = (iccid.to_owned(), modem.to_owned());
+        self.store
+            .write(move |c| store::begin_attempt(c, id, &sim, &mdm, now))
+            .await
     }
 
     async fn persist_usage(&mut self, iccid: &str) {
@@ -958,6 +1056,8 @@ impl State {
                 self.pool.remove_modem(&id);
             }
             Input::Shutdown => {}
+            #[cfg(test)]
+            Input::FailBeginAttempts(n) => self.fail_begin = n,
         }
     }
 }

@@ -415,3 +415,31 @@ async fn status_changes_write_their_webhook_events_with_the_change() {
     );
     assert!(rows.iter().all(|e| e.url == "http://127.0.0.1:9/hook"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_write_requeues_the_message_and_frees_the_modem() {
+    // Audit #10, finding 4: with max_in_flight = 1, a failed `begin_attempt` write left
+    // the modem busy forever and dropped the message from memory.
+    let settings = Settings {
+        retry_base: Duration::from_millis(20),
+        ..Settings::default()
+    };
+    let mut r = rig(settings).await;
+    // Twice in a row: the retry backs off and tries again.
+    r.d.fail_begin_attempts(2);
+    let a = r.modem("A", "8949000000000000001");
+    let first = r
+        .enqueue("+491701234567", "hello", priority::NORMAL, None)
+        .await;
+    let ev = r.wait_for(first, MessageStatus::Sent).await;
+    assert_eq!(ev.modem.as_deref(), Some("A"));
+    let m = r.record(first).await;
+    assert_eq!(m.attempts, 1, "the failed writes left no attempt behind");
+    // The modem is used again.
+    let second = r
+        .enqueue("+491701234567", "again", priority::NORMAL, None)
+        .await;
+    r.wait_for(second, MessageStatus::Sent).await;
+    let sent: Vec<i64> = a.sent.lock().unwrap().iter().map(|s| s.0).collect();
+    assert_eq!(sent, vec![first, second]);
+}

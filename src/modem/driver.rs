@@ -8,12 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tracing::warn;
 
 use super::conn::{AtConn, Reply};
 use super::error::ModemError;
 use super::info::{
-    Cnmi, Registration, Report, Signal, SimState, Storage, first_value, looks_like_iccid,
-    unswap_iccid,
+    Cnmi, Registration, Report, Signal, SimState, Storage, first_value, is_storage_name,
+    looks_like_iccid, unswap_iccid,
 };
 use super::link::Opener;
 use super::sink::{Inbound, InboundSink, Origin};
@@ -713,7 +714,8 @@ impl Modem {
 
     async fn choose_storage(&mut self) -> Result<(), ModemError> {
         for mem in self.cfg.storages.clone() {
-            if mem.contains('"') {
+            if !is_storage_name(&mem) {
+                warn!(modem = %self.name(), storage = ?mem, "not a storage name (two capitals, e.g. SM): skipped");
                 continue;
             }
             let cmd =
@@ -1019,6 +1021,15 @@ impl Modem {
     }
 
     async fn handle_urc(&mut self, urc: Urc) -> Result<(), ModemError> {
+        if let Urc::Unreadable { header } = &urc {
+            warn!(modem = %self.name(), header = %header, "a delivery arrived unreadable (garbled or cut short)");
+            if self.csms1 && urc.needs_ack() {
+                // Refused, so the network delivers it again: never acknowledge what was
+                // not read.
+                self.query(self.short(Command::new("AT+CNMA=2"))).await?;
+            }
+            return Ok(());
+        }
         match urc {
             Urc::Cmti { mem, index } | Urc::Cdsi { mem, index } => {
                 self.read_stored(&mem, index).await?;
@@ -1080,7 +1091,13 @@ impl Modem {
             // Nobody to take it: it stays on the modem for the daemon.
             return Ok(());
         }
-        let other_mem = !mem.eq_ignore_ascii_case(&self.mem) && !mem.contains('"');
+        if !is_storage_name(mem) {
+            // The name would go into `AT+CPMS="<mem>"`: only the two-capital names of
+            // 27.005. The message, if real, is found by the next sweep.
+            warn!(modem = %self.name(), storage = ?mem, index, "ignoring a new-message indication with an invalid storage name");
+            return Ok(());
+        }
+        let other_mem = mem != self.mem;
         if other_mem {
             let cmd = Command::new(format!("AT+CPMS=\"{mem}\"")).expect("+CPMS:");
             if self.query(self.storage_cmd(cmd)).await?.is_none() {
@@ -1123,10 +1140,23 @@ impl Modem {
     }
 
     /// A direct `+CMT`/`+CDS`: hand it to the sink, then acknowledge (`+CNMA`), or
-    /// refuse it (`+CNMA=2`) so the network delivers it again.
+    /// refuse it (`+CNMA=2`) so the network delivers it again. Only a PDU that decoded
+    /// and committed is acknowledged. When the modem wants no acknowledgement (no
+    /// `AT+CSMS=1`: it acknowledged on its own), an undecodable PDU is still handed over,
+    /// raw, since the network will not deliver it again.
     async fn take_direct(&mut self, pdu: String) -> Result<(), ModemError> {
         let msg = self.inbound(pdu, Origin::Direct);
-        let ok = self.commit(msg).await;
+        let refused = match &msg.decoded {
+            Err(why) if self.csms1 => Some(why.clone()),
+            _ => None,
+        };
+        let ok = match refused {
+            Some(why) => {
+                warn!(modem = %self.name(), octets = msg.pdu.len() / 2, "undecodable direct delivery refused (+CNMA=2) for redelivery: {why}");
+                false
+            }
+            None => self.commit(msg).await,
+        };
         if self.csms1 {
             let cmd = if ok { "AT+CNMA" } else { "AT+CNMA=2" };
             self.query(self.short(Command::new(cmd))).await?;

@@ -152,6 +152,13 @@ impl Registration {
     }
 }
 
+/// Whether `name` is a message storage name as 27.005 spells them (`SM`, `ME`, `MT`,
+/// `SR`, `BM`): exactly two ASCII capitals. A name the modem supplies (`+CMTI: "SM",3`)
+/// goes into an AT command, so anything else is refused rather than quoted.
+pub fn is_storage_name(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 /// Message storage use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Storage {

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hw_sim::fault::NetworkSettings;
-use hw_sim::modem::{Event as SimEvent, Modem as SimModem, ModemConfig as SimConfig};
+use hw_sim::modem::{
+    Event as SimEvent, Inbound as SimInbound, InboundKind, Modem as SimModem,
+    ModemConfig as SimConfig,
+};
 use hw_sim::profile::{Identity, Profile};
 use hw_sim::{Fault, ProfileName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +21,12 @@ struct Sim {
     modem: Mutex<SimModem>,
     host_bytes: Mutex<Vec<u8>>,
     submitted: Mutex<Vec<u8>>,
+    /// Direct deliveries the host refused (`+CNMA=2`) or let time out: the network's to
+    /// deliver again (the test plays the network).
+    not_acked: Mutex<Vec<SimInbound>>,
+    /// Raw bytes to send the host ahead of the modem's own output (what no well-behaved
+    /// modem says).
+    inject: Mutex<Vec<u8>>,
 }
 
 impl Sim {
@@ -38,7 +47,18 @@ impl Sim {
             modem: Mutex::new(modem),
             host_bytes: Mutex::new(Vec::new()),
             submitted: Mutex::new(Vec::new()),
+            not_acked: Mutex::new(Vec::new()),
+            inject: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The network hands the modem a message (routed per its `+CNMI`).
+    fn deliver(&self, inbound: SimInbound) {
+        self.modem
+            .lock()
+            .unwrap()
+            .deliver(inbound, Instant::now())
+            .expect("the simulated modem takes the message");
     }
 
     fn sent_text(&self) -> String {
@@ -65,11 +85,15 @@ impl Opener for SimOpener {
                         let mut m = sim.modem.lock().unwrap();
                         m.handle_timeout(Instant::now());
                         for ev in m.take_events() {
-                            if let SimEvent::Submitted(s) = ev {
-                                sim.submitted.lock().unwrap().push(s.mr);
+                            match ev {
+                                SimEvent::Submitted(s) => sim.submitted.lock().unwrap().push(s.mr),
+                                SimEvent::NotAcked(i) => sim.not_acked.lock().unwrap().push(i),
+                                SimEvent::Replug { .. } => {}
                             }
                         }
-                        (m.take_output(), m.poll_timeout())
+                        let mut out = std::mem::take(&mut *sim.inject.lock().unwrap());
+                        out.extend(m.take_output());
+                        (out, m.poll_timeout())
                     };
                     if !out.is_empty() && dev.write_all(&out).await.is_err() {
                         return;
@@ -363,4 +387,174 @@ fn rejected_pins_block_the_same_pin_persist_and_allow_a_corrected_one() {
         Arc::new(|_: &str, _: &str| {}),
     );
     assert!(again.blocks("8949", "1234"));
+}
+
+// ---- audit #10: inbound robustness ----
+
+const SENDER: &str = "+4917012345678";
+
+/// An SMS-DELIVER TPDU from the network, as hw-sim's network builds them.
+fn sms(id: u64, text: &str) -> SimInbound {
+    use hw_sim::pdu::{self as sp, DeliverSpec};
+    let septets = sp::gsm7_encode(text).expect("GSM text");
+    let spec = DeliverSpec {
+        oa: sp::Address::parse(SENDER),
+        pid: 0,
+        dcs: 0,
+        scts: sp::scts(1_700_000_000),
+        udhi: false,
+        sri: false,
+        udl: septets.len() as u8,
+        ud: sp::pack_septets(&septets, 0),
+    };
+    SimInbound {
+        id,
+        kind: InboundKind::Sms,
+        tpdu: sp::encode_deliver(&spec),
+        addr: SENDER.into(),
+        scts_unix: 1_700_000_000,
+        text: text.into(),
+        report: None,
+    }
+}
+
+/// Direct delivery (`+CMT`), which the driver acknowledges (`+CSMS=1` on hw-sim).
+fn direct_config() -> ModemConfig {
+    let mut cfg = fast_config();
+    cfg.cnmi = Cnmi::parse_param("2,2,0,0,0").into_iter().collect();
+    cfg
+}
+
+async fn spawn_with_sink(
+    sim: &Arc<Sim>,
+    cfg: ModemConfig,
+) -> (ModemHandle, tokio::sync::mpsc::Receiver<Delivery>) {
+    let (sink, rx) = ChannelSink::new(8);
+    let h = ModemHandle::spawn(Arc::new(SimOpener(sim.clone())), cfg, Some(Arc::new(sink)));
+    let mut st = h.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        st.wait_for(|s| *s == ModemState::Ready),
+    )
+    .await
+    .expect("ready in time")
+    .expect("state");
+    (h, rx)
+}
+
+/// Waits (bounded) until `f` gives something.
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn text_of(d: &Delivery) -> Option<String> {
+    match &d.message.decoded {
+        Ok(p) => match &p.tpdu {
+            crate::pdu::Tpdu::Deliver(d) => d.user_data.text(),
+            _ => None,
+        },
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_garbled_cmt_is_refused_and_its_redelivery_stored_and_acked() {
+    // Audit #10, finding 5: the PDU line after "+CMT: ,<len>" arrives as line noise.
+    let sim = Sim::new(ProfileName::Generic, vec![Fault::GarbledPdu { count: 1 }]);
+    let (h, mut rx) = spawn_with_sink(&sim, direct_config()).await;
+    sim.deliver(sms(1, "hello"));
+    // Refused at once (not left to the modem's ack timeout), so the network takes it back.
+    let back = eventually("the garbled delivery was never refused", || {
+        sim.not_acked.lock().unwrap().pop()
+    })
+    .await;
+    assert_eq!(sim.count("AT+CNMA=2\r"), 1);
+    assert_eq!(sim.count("AT+CNMA\r"), 0, "nothing acknowledged yet");
+    // The network delivers it again, intact this time.
+    sim.deliver(back);
+    let d = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+        .await
+        .expect("the redelivery reaches the sink")
+        .expect("sink open");
+    assert_eq!(text_of(&d).as_deref(), Some("hello"), "{:?}", d.message);
+    assert_eq!(d.message.origin, Origin::Direct);
+    d.commit();
+    eventually("the stored message was never acknowledged", || {
+        (sim.count("AT+CNMA\r") == 1).then_some(())
+    })
+    .await;
+    // The sink saw the real message only (it is called before each ack or refusal).
+    assert!(rx.try_recv().is_err(), "the noise was handed to the sink");
+    assert_eq!(sim.count("AT+CNMA=2\r"), 1);
+    assert!(sim.not_acked.lock().unwrap().is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_cmt_is_refused_not_acknowledged() {
+    let sim = Sim::new(ProfileName::Generic, vec![]);
+    let (h, mut rx) = spawn_with_sink(&sim, direct_config()).await;
+    // The announced length fits, but the user data is cut short: 160 septets announced.
+    let mut bad = sms(2, "hi");
+    let udl = bad.tpdu.len() - 3;
+    bad.tpdu[udl] = 160;
+    assert!(crate::pdu::decode(&bad.tpdu, false).is_err());
+    sim.deliver(bad);
+    tokio::select! {
+        d = rx.recv() => panic!(
+            "an undecodable delivery was handed to the sink: {:?}",
+            d.map(|d| d.message.pdu)
+        ),
+        _ = eventually("the undecodable delivery was never refused", || {
+            sim.not_acked.lock().unwrap().pop()
+        }) => {}
+    }
+    assert_eq!(sim.count("AT+CNMA=2\r"), 1);
+    assert_eq!(sim.count("AT+CNMA\r"), 0);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_storage_name_that_is_not_two_capitals_never_reaches_an_at_command() {
+    // Audit #10, finding 11: a modem-supplied storage name went into AT+CPMS="<mem>".
+    let sim = Sim::new(ProfileName::Generic, vec![]);
+    let (h, mut rx) = spawn_with_sink(&sim, fast_config()).await;
+    sim.inject.lock().unwrap().extend_from_slice(
+        b"\r\n+CMTI: \"XY1\",17\r\n\r\n+CMTI: \"sm\",18\r\n\r\n+CMTI: \"SM;+CFUN=0\",19\r\n\r\n+CDSI: \"S R\",20\r\n",
+    );
+    // Then a real message, stored and indicated by the modem: handled after the others.
+    sim.deliver(sms(3, "after"));
+    let d = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+        .await
+        .expect("the real message reaches the sink")
+        .expect("sink open");
+    assert_eq!(text_of(&d).as_deref(), Some("after"));
+    assert!(matches!(&d.message.origin, Origin::Stored { mem, .. } if mem == "SM"));
+    d.commit();
+    let sent = sim.sent_text();
+    for bad in [
+        "XY1", "sm", "SM;", "+CFUN=0", "S R", "=17", "=18", "=19", "=20",
+    ] {
+        assert!(!sent.contains(bad), "{bad:?} reached the modem: {sent:?}");
+    }
+    h.shutdown().await;
+}
+
+#[test]
+fn storage_names_are_two_capitals() {
+    for ok in ["SM", "ME", "MT", "SR", "BM"] {
+        assert!(info::is_storage_name(ok), "{ok}");
+    }
+    for bad in [
+        "", "S", "sm", "Sm", "SMS", "S\"", "S;", "\"SM\"", "S1", "ÄM",
+    ] {
+        assert!(!info::is_storage_name(bad), "{bad}");
+    }
 }

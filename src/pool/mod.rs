@@ -16,7 +16,9 @@
 //! - [`Pool::select`] *reserves*: on `Chosen` it has already charged the quota and
 //!   started the minimum interval, so the caller must not also call
 //!   [`Pool::record_send`] (that is for sends the pool did not choose); a message that
-//!   never reached the modem can be given back with [`Pool::refund`];
+//!   never reached the modem must be given back: its quota with [`Pool::refund`], its
+//!   in-flight slot by feeding the modem's status again ([`Pool::update_modem`] with the
+//!   caller's own in-flight count), or the modem looks busy until its next update;
 //! - after a change (send done, modem update, new message) select again; on
 //!   `WaitUntil(t)` set a timer for `t`;
 //! - persist [`Pool::usage`] after sends and [`Pool::restore_usage`] at startup.

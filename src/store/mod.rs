@@ -179,12 +179,12 @@ fn make_private(path: &Path) -> Result<()> {
         if let Ok(meta) = std::fs::metadata(&f)
             && meta.permissions().mode() & 0o077 != 0
         {
-            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).map_err(
-                |e| StoreError::Open {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+                StoreError::Open {
                     path: f.clone(),
                     message: format!("cannot make it private (chmod 600): {e}"),
-                },
-            )?;
+                }
+            })?;
         }
     }
     Ok(())
@@ -334,7 +334,12 @@ impl Store {
     /// Why the writer thread stopped, if it stopped without [`Store::close`]; from then
     /// on every write fails, so the process should exit.
     pub fn writer_failure(&self) -> Option<String> {
-        self.inner.health.failure.lock().ok().and_then(|f| f.clone())
+        self.inner
+            .health
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
     }
 
     /// Resolves when the writer thread stops other than by [`Store::close`].
@@ -351,7 +356,12 @@ impl Store {
     /// The last group commit's error, if the last commit failed (disk full, read-only,
     /// locked); `None` once a commit succeeds again.
     pub fn last_write_error(&self) -> Option<StoreError> {
-        self.inner.health.last_error.lock().ok().and_then(|e| e.clone())
+        self.inner
+            .health
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
     }
 
     pub fn path(&self) -> &Path {
@@ -454,8 +464,8 @@ fn exec_cached(conn: &Connection, sql: &str) -> Result<()> {
 /// Runs one write in its own savepoint: an error or a panic rolls back that write only.
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     exec_cached(conn, "SAVEPOINT job")?;
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
-        .unwrap_or_else(|p| {
+    let out =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn))).unwrap_or_else(|p| {
             let why = panic_message(p.as_ref());
             tracing::error!(error = %why, "a store write panicked; it was rolled back");
             Err(StoreError::Panicked(why))

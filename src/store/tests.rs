@@ -371,7 +371,10 @@ fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
         insert_message(c, &m, 1000)?;
         panic!("boom inside a write");
     });
-    assert!(matches!(r, Err(StoreError::Panicked(ref w)) if w.contains("boom")), "{r:?}");
+    assert!(
+        matches!(r, Err(StoreError::Panicked(ref w)) if w.contains("boom")),
+        "{r:?}"
+    );
     // Rolled back, and the next write commits.
     let m = msg("+491701234567", 1);
     let id = store
@@ -413,9 +416,7 @@ fn queued_writes_share_one_busy_timeout() {
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let started = std::time::Instant::now();
-    let waiting: Vec<_> = (0..20)
-        .map(|_| store.submit(|_| Ok(())).unwrap())
-        .collect();
+    let waiting: Vec<_> = (0..20).map(|_| store.submit(|_| Ok(())).unwrap()).collect();
     let mut failed = 0;
     for rx in waiting {
         if let Ok(Err(StoreError::Unavailable(_))) = rx.blocking_recv() {
@@ -429,7 +430,10 @@ fn queued_writes_share_one_busy_timeout() {
     assert!(store.last_write_error().is_some());
     other.execute_batch("COMMIT").unwrap();
     store.write_blocking(|_| Ok(())).unwrap();
-    assert!(store.last_write_error().is_none(), "a good commit clears it");
+    assert!(
+        store.last_write_error().is_none(),
+        "a good commit clears it"
+    );
 }
 
 /// Issue #10, finding 6: the database and its WAL/SHM files are private (0600), and
@@ -479,7 +483,11 @@ fn masked_bodies_are_redacted_once_sent() {
             .read_blocking(move |c| Ok(get_message(c, id)?.unwrap().body))
             .unwrap()
     };
-    assert_eq!(body(a), "Your security code is 482913", "kept while it may be sent");
+    assert_eq!(
+        body(a),
+        "Your security code is 482913",
+        "kept while it may be sent"
+    );
     store
         .write_blocking(move |c| {
             mark_sent(c, a, 2000)?;
