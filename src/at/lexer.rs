@@ -130,6 +130,17 @@ impl Lexer {
         self.prompt_pending = pending;
     }
 
+    /// Drops a buffered partial line that starts with `>`. Called when a command is about
+    /// to be sent: bytes that arrived before it can never be its prompt, and a stale
+    /// lone `>` taken as the prompt would send the PDU before the modem asked for it.
+    pub fn drop_stale_prompt(&mut self) {
+        let blank = self.buf.iter().take_while(|&&b| is_eol(b)).count();
+        let rest = &self.buf[blank..];
+        if rest.first() == Some(&b'>') && !rest.iter().any(|&b| is_eol(b)) {
+            self.buf.clear();
+        }
+    }
+
     /// Bytes buffered but not yet tokenized (a partial line).
     pub fn buffered(&self) -> usize {
         self.buf.len()

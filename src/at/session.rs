@@ -375,6 +375,9 @@ impl Session {
         } else {
             (Phase::AwaitFinal, cmd.timeout_duration())
         };
+        if has_payload {
+            self.lexer.drop_stale_prompt();
+        }
         self.lexer.set_prompt_pending(has_payload);
         self.state = State::Running(InFlight {
             id,

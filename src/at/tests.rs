@@ -669,6 +669,23 @@ fn stray_prompt_is_escaped() {
     assert_eq!(s.poll_transmit(), Some(vec![0x1B]));
 }
 
+/// Found by fuzzing (#10): a lone `>` left over while idle was taken as the prompt of
+/// the next `AT+CMGS`, whose PDU then went out before the modem asked for it.
+#[test]
+fn a_stale_lone_gt_is_not_the_next_commands_prompt() {
+    let t0 = Instant::now();
+    let mut s = Session::new();
+    s.handle_input(b">", t0);
+    s.send(Command::cmgs(23, SUBMIT), t0).unwrap();
+    assert_eq!(s.poll_transmit(), Some(b"AT+CMGS=23\r".to_vec()));
+    // The echo of the command line, not yet the prompt: the PDU must wait.
+    s.handle_input(b"AT+CMGS=23\r", t0);
+    assert_eq!(s.poll_transmit(), None, "no PDU before the real prompt");
+    s.handle_input(b"\r\n> ", t0);
+    let pdu = s.poll_transmit().expect("the PDU after the prompt");
+    assert_eq!(pdu.last(), Some(&0x1A));
+}
+
 // ---- fake clock: timeouts and re-sync ----
 
 #[test]
