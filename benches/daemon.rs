@@ -30,7 +30,6 @@ fn new_message(n: usize) -> NewMessage {
         pinned_sim: None,
         tags: Vec::new(),
         callback_url: None,
-        concat_ref: (n % 251) as u16,
         masked: false,
     }
 }

@@ -403,3 +403,78 @@ fn webhook_callback_key_is_printed() {
     );
     assert!(!key.contains("operator-secret"));
 }
+
+/// Issue #12 item 2: a batch of long messages to one number gets one concatenation
+/// reference each (they used to share `now % 251 + 1`), and the network reassembles
+/// every message from exactly its own parts, however the parts interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_messages_to_one_number_never_share_a_reference() {
+    let d = start(2).await;
+    let texts: Vec<String> = (0..12)
+        .map(|i| format!("Message {i:02}: ").repeat(20))
+        .collect();
+    let items: Vec<Value> = texts
+        .iter()
+        .map(|t| json!({"to": "+491701112223", "text": t}))
+        .collect();
+    let r = d
+        .http
+        .post(d.url("/v1/messages/batch"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"messages": items}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let v: Value = r.json().await.unwrap();
+    let ids: Vec<i64> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    for id in &ids {
+        let m = d.wait_status(*id, "delivered").await;
+        assert!(m["parts"].as_u64().unwrap() > 1, "{m}");
+    }
+    let refs: Vec<i64> = {
+        let ids = ids.clone();
+        d.running
+            .store
+            .read(move |c| {
+                let mut out = Vec::new();
+                for id in ids {
+                    out.push(c.query_row(
+                        "SELECT concat_ref FROM messages WHERE id = ?1",
+                        [id],
+                        |r| r.get(0),
+                    )?);
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap()
+    };
+    let mut unique = refs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), refs.len(), "shared references: {refs:?}");
+    let sink = d.sink().await;
+    let got: Vec<&str> = sink
+        .iter()
+        .filter(|m| m["to"] == "+491701112223")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got.len(),
+        texts.len(),
+        "one reassembled message each: {sink:?}"
+    );
+    for t in &texts {
+        assert!(
+            got.contains(&t.as_str()),
+            "{t:?} not reassembled intact: {got:?}"
+        );
+    }
+    d.stop().await;
+}

@@ -379,7 +379,6 @@ pub(super) async fn prepare(
         pinned_sim: sim,
         tags,
         callback_url,
-        concat_ref: concat_reference(now),
         masked: false,
     };
     let mut messages = Vec::new();
@@ -392,7 +391,6 @@ pub(super) async fn prepare(
             parts_total: rplan.parts.len() as u32,
             send_at: Some(remind_at),
             expires_at: Some(appt),
-            concat_ref: concat_reference(now + 1),
             ..base.clone()
         };
         messages.push(Planned {
@@ -425,11 +423,6 @@ fn prefixed(mut e: ApiError, prefix: &str) -> ApiError {
         });
     }
     e
-}
-
-/// Spreads concatenation references so consecutive messages to one handset differ.
-fn concat_reference(now: i64) -> u16 {
-    (now.rem_euclid(251) as u16 + 1) & 0xFF
 }
 
 /// The `Idempotency-Key` header, scoped to the caller's token.

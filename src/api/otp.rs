@@ -163,7 +163,6 @@ pub(super) async fn create(
         pinned_sim: sim,
         tags: vec!["otp".into()],
         callback_url: None,
-        concat_ref: (now.rem_euclid(251) as u16 + 1) & 0xFF,
         masked: true,
     };
     let max_attempts = cfg.max_attempts;

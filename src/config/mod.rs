@@ -143,6 +143,68 @@ pub struct ModemsConfig {
     pub remove_after_secs: u64,
     /// Safety-net rescan of the port globs (inotify catches changes at once).
     pub rescan_secs: u64,
+    /// Baud rate of serial ports (USB modems ignore it; UARTs such as a Raspberry Pi's
+    /// `serial0` do not).
+    pub baud: u32,
+    /// SMSC (service centre) numbers by ICCID, or `"*"` for every SIM: set on the
+    /// modem when its SIM has none or lost it.
+    pub smsc: BTreeMap<String, String>,
+    /// Per-port serial settings (`[[modems.port]]`), first match wins.
+    pub port: Vec<PortConfig>,
+}
+
+/// Serial settings of the ports matching `path` (a path or a glob).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortConfig {
+    pub path: String,
+    /// Overrides `modems.baud`.
+    pub baud: Option<u32>,
+    /// `"none"` (default) or `"rtscts"`: hardware flow control, for UART boards wired
+    /// with RTS/CTS.
+    pub flow_control: FlowControl,
+    /// Raise DTR when opening (default true: many modems stay silent without it; some
+    /// boards wire DTR to sleep or reset and want it low).
+    pub dtr: Option<bool>,
+    /// Extra AT commands run after bring-up, in order (e.g. `"AT+CSCLK=0"` so a SIM800
+    /// never sleeps).
+    pub init: Vec<String>,
+}
+
+/// Serial flow control.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowControl {
+    #[default]
+    None,
+    Rtscts,
+}
+
+impl ModemsConfig {
+    /// The `[[modems.port]]` entry for a port: the first whose path or glob matches.
+    pub fn port_config(&self, port: &str) -> Option<&PortConfig> {
+        self.port
+            .iter()
+            .find(|p| p.path == port || glob::Pattern::new(&p.path).is_ok_and(|g| g.matches(port)))
+    }
+}
+
+/// Baud rates a serial port can be set to here.
+const BAUDS: &[u32] = &[
+    1200, 2400, 4800, 9600, 19_200, 38_400, 57_600, 115_200, 230_400, 460_800, 921_600,
+];
+
+/// An SMSC number as `AT+CSCA` takes it: `+` and 3–20 digits, or 3–20 digits.
+fn valid_smsc(s: &str) -> bool {
+    let d = s.strip_prefix('+').unwrap_or(s);
+    (3..=20).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An extra init command: one AT command line without line ends or control bytes.
+fn valid_init(s: &str) -> bool {
+    s.len() <= 200
+        && s.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("AT"))
+        && !s.bytes().any(|b| b.is_ascii_control())
 }
 
 impl Default for ModemsConfig {
@@ -156,6 +218,9 @@ impl Default for ModemsConfig {
             health_interval_secs: 30,
             remove_after_secs: 60,
             rescan_secs: 10,
+            baud: 115_200,
+            smsc: BTreeMap::new(),
+            port: Vec::new(),
         }
     }
 }
@@ -380,6 +445,45 @@ impl Config {
                 ));
             }
         }
+        if !BAUDS.contains(&self.modems.baud) {
+            return Err(bad(
+                "modems.baud",
+                format!("{} is not a serial baud rate ({BAUDS:?})", self.modems.baud),
+            ));
+        }
+        for (iccid, n) in &self.modems.smsc {
+            if !valid_smsc(n) {
+                return Err(bad(
+                    &format!("modems.smsc.{iccid}"),
+                    "an SMSC is +<digits> (e.g. \"+491722270333\")".into(),
+                ));
+            }
+        }
+        for (i, p) in self.modems.port.iter().enumerate() {
+            let key = |k: &str| format!("modems.port[{i}].{k}");
+            if p.path.is_empty() || glob::Pattern::new(&p.path).is_err() {
+                return Err(bad(
+                    &key("path"),
+                    "a device path or glob is required".into(),
+                ));
+            }
+            if let Some(b) = p.baud
+                && !BAUDS.contains(&b)
+            {
+                return Err(bad(
+                    &key("baud"),
+                    format!("{b} is not a serial baud rate ({BAUDS:?})"),
+                ));
+            }
+            for (j, c) in p.init.iter().enumerate() {
+                if !valid_init(c) {
+                    return Err(bad(
+                        &format!("modems.port[{i}].init[{j}]"),
+                        "one AT command (starting AT, no line ends)".into(),
+                    ));
+                }
+            }
+        }
         self.pool
             .validate()
             .map_err(|e| bad("pool", e.to_string()))?;
@@ -503,6 +607,32 @@ ports = ["/dev/gsmgw/*"]
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/etc/gsmgw/gsmgw.toml:2:"), "{e}");
+        let c = parse(
+            "[modems]\nbaud = 9600\nsmsc = { \"*\" = \"+491722270333\" }\n\n[[modems.port]]\npath = \"/dev/serial0\"\nbaud = 57600\nflow_control = \"rtscts\"\ndtr = false\ninit = [\"AT+CSCLK=0\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.modems.baud, 9600);
+        let p = c.modems.port_config("/dev/serial0").unwrap();
+        assert_eq!(
+            (p.baud, p.flow_control, p.dtr),
+            (Some(57600), FlowControl::Rtscts, Some(false))
+        );
+        assert!(c.modems.port_config("/dev/ttyUSB0").is_none());
+        for (text, key) in [
+            ("[modems]\nbaud = 1234\n", "modems.baud"),
+            ("[modems.smsc]\n\"*\" = \"call me\"\n", "modems.smsc.*"),
+            (
+                "[[modems.port]]\npath = \"/dev/x\"\nbaud = 7\n",
+                "modems.port[0].baud",
+            ),
+            (
+                "[[modems.port]]\npath = \"/dev/x\"\ninit = [\"AT+X\\r\\nATZ\"]\n",
+                "modems.port[0].init[0]",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
         let e = parse("[modems.pins]\n\"894900\" = \"12\"\n")
             .unwrap_err()
             .to_string();

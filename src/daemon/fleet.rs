@@ -7,7 +7,7 @@ use super::bridge::{ModemOutbound, StoreSink, watch_modem};
 use super::hotplug::PortEvent;
 use crate::api::{self, ModemsView};
 use crate::at::Command;
-use crate::config::Config;
+use crate::config::{Config, FlowControl};
 use crate::dispatch::Dispatcher;
 use crate::modem::{
     Endpoint, EndpointOpener, Modem, ModemConfig, ModemHandle, RejectedPins, SerialSettings,
@@ -59,13 +59,20 @@ impl Fleet {
 
     fn opener(&self, port: &str) -> Option<Arc<EndpointOpener>> {
         match port.parse::<Endpoint>() {
-            Ok(endpoint) => Some(Arc::new(EndpointOpener {
-                endpoint,
-                settings: SerialSettings {
-                    exclusive: self.cfg.modems.exclusive,
-                    ..SerialSettings::default()
-                },
-            })),
+            Ok(endpoint) => {
+                let m = &self.cfg.modems;
+                let pc = m.port_config(port);
+                Some(Arc::new(EndpointOpener {
+                    endpoint,
+                    settings: SerialSettings {
+                        exclusive: m.exclusive,
+                        baud: pc.and_then(|p| p.baud).unwrap_or(m.baud),
+                        rtscts: pc.is_some_and(|p| p.flow_control == FlowControl::Rtscts),
+                        dtr: pc.and_then(|p| p.dtr).unwrap_or(true),
+                        ..SerialSettings::default()
+                    },
+                }))
+            }
             Err(e) => {
                 warn!(port, error = %e, "skipping port");
                 None

@@ -128,7 +128,6 @@ impl Rig {
             pinned_sim: None,
             tags: vec![],
             callback_url: None,
-            concat_ref: 42,
             masked: false,
         };
         let rec = self

@@ -87,6 +87,11 @@ pub struct SerialSettings {
     pub exclusive: bool,
     /// How long a TCP connect may take.
     pub connect_timeout: Duration,
+    /// Hardware flow control (RTS/CTS), for UART boards wired with it.
+    pub rtscts: bool,
+    /// Raise DTR (and RTS, without flow control) on open: many modems stay silent
+    /// without DTR; boards that wire DTR to sleep or reset want it low.
+    pub dtr: bool,
 }
 
 impl Default for SerialSettings {
@@ -95,6 +100,8 @@ impl Default for SerialSettings {
             baud: 115_200,
             exclusive: true,
             connect_timeout: Duration::from_secs(5),
+            rtscts: false,
+            dtr: true,
         }
     }
 }
@@ -160,14 +167,22 @@ fn open_serial(path: &Path, settings: &SerialSettings) -> Result<Box<dyn Link>, 
         check_not_locked(path)?;
     }
     let name = path.to_string_lossy();
+    let flow = if settings.rtscts {
+        tokio_serial::FlowControl::Hardware
+    } else {
+        tokio_serial::FlowControl::None
+    };
     let mut port = tokio_serial::new(name.as_ref(), settings.baud)
         .exclusive(settings.exclusive)
+        .flow_control(flow)
         .open_native_async()
         .map_err(|e| e.to_string())?;
     // Many modems want DTR before they talk; PTYs have no modem lines (ENOTTY), so this
-    // is best-effort.
-    let _ = port.write_data_terminal_ready(true);
-    let _ = port.write_request_to_send(true);
+    // is best-effort. With RTS/CTS the driver owns RTS.
+    let _ = port.write_data_terminal_ready(settings.dtr);
+    if !settings.rtscts {
+        let _ = port.write_request_to_send(true);
+    }
     Ok(Box::new(port))
 }
 

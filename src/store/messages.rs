@@ -70,7 +70,6 @@ pub struct NewMessage {
     pub pinned_sim: Option<String>,
     pub tags: Vec<String>,
     pub callback_url: Option<String>,
-    pub concat_ref: u16,
     /// The body is a secret (a one-time code): never shown by the API or logs.
     pub masked: bool,
 }
@@ -182,8 +181,72 @@ fn parts_of(conn: &Connection, id: i64) -> Result<Vec<PartRecord>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Inserts a message and its pending parts; returns its id.
+/// How long after its last change a long message's reference stays reserved for its
+/// recipient: a handset may hold an incomplete set (a part lost or late) this long, and
+/// a second message under the same reference would be spliced into it.
+pub const CONCAT_REF_HOLD_MS: i64 = 24 * 3600 * 1000;
+
+/// The concatenation reference for the next long message to `to` (1–255, the 8-bit
+/// form every handset reads). Per recipient, round robin, skipping references of that
+/// recipient's messages still queued or sending or changed within
+/// [`CONCAT_REF_HOLD_MS`] — so two long messages to one handset never share one while
+/// either may still be reassembled. If all 255 are held (more than 255 long messages
+/// to one number in a day), the one held longest is reused and a warning logged.
+pub fn allocate_concat_ref(conn: &Connection, to: &str, now: i64) -> Result<u16> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT last_ref FROM concat_refs WHERE to_number = ?1")?
+        .query_row([to], |r| r.get(0))
+        .optional()?;
+    let start = last.unwrap_or(0).rem_euclid(255);
+    let mut held = conn.prepare_cached(
+        "SELECT max(updated_at) FROM messages WHERE to_number = ?1 AND concat_ref = ?2 \
+         AND parts_total > 1 AND (status IN ('queued', 'sending') OR updated_at > ?3)",
+    )?;
+    let mut oldest: Option<(i64, i64)> = None;
+    let mut chosen = None;
+    for step in 1..=255 {
+        let candidate = (start + step - 1).rem_euclid(255) + 1;
+        let busy: Option<i64> = held
+            .query_row(params![to, candidate, now - CONCAT_REF_HOLD_MS], |r| {
+                r.get(0)
+            })?;
+        match busy {
+            None => {
+                chosen = Some(candidate);
+                break;
+            }
+            Some(at) if oldest.is_none_or(|(t, _)| at < t) => oldest = Some((at, candidate)),
+            Some(_) => {}
+        }
+    }
+    let r = match (chosen, oldest) {
+        (Some(c), _) => c,
+        (None, Some((_, c))) => {
+            tracing::warn!(
+                to,
+                reference = c,
+                "every concatenation reference to this number is in use; reusing the one held longest"
+            );
+            c
+        }
+        (None, None) => 1,
+    };
+    conn.prepare_cached(
+        "INSERT INTO concat_refs (to_number, last_ref) VALUES (?1, ?2) \
+         ON CONFLICT (to_number) DO UPDATE SET last_ref = excluded.last_ref",
+    )?
+    .execute(params![to, r])?;
+    Ok(u16::try_from(r).unwrap_or(1))
+}
+
+/// Inserts a message and its pending parts; returns its id. A long message gets its
+/// concatenation reference here, from [`allocate_concat_ref`].
 pub fn insert_message(conn: &Connection, m: &NewMessage, now: i64) -> Result<i64> {
+    let concat_ref = if m.parts_total > 1 {
+        allocate_concat_ref(conn, &m.to, now)?
+    } else {
+        0
+    };
     let tags = serde_json::to_string(&m.tags).map_err(|e| StoreError::Sqlite(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO messages (created_at, updated_at, to_number, body, encoding, parts_total, \
@@ -207,7 +270,7 @@ pub fn insert_message(conn: &Connection, m: &NewMessage, now: i64) -> Result<i64
         m.pinned_sim,
         tags,
         m.callback_url,
-        m.concat_ref,
+        concat_ref,
         m.masked
     ])?;
     let id = conn.last_insert_rowid();

@@ -230,6 +230,16 @@ const MIGRATIONS: &[&str] = &[
     UPDATE messages SET body = ''
         WHERE masked <> 0 AND status IN ('sent', 'delivered', 'failed', 'expired', 'cancelled');
     "#,
+    // 6: concatenation references from one allocator, per recipient: the last one
+    // handed out, and an index to see which are still in use for a number.
+    r#"
+    CREATE TABLE concat_refs (
+        to_number    TEXT PRIMARY KEY,
+        last_ref     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_to_ref ON messages(to_number, concat_ref, updated_at)
+        WHERE parts_total > 1;
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version it ended at.

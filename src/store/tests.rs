@@ -23,7 +23,6 @@ fn msg(to: &str, parts: u32) -> NewMessage {
         pinned_sim: None,
         tags: vec!["t".into()],
         callback_url: None,
-        concat_ref: 7,
         masked: false,
     }
 }

@@ -123,7 +123,6 @@ async fn message_events_carry_no_body() {
         pinned_sim: None,
         tags: vec!["otp".into()],
         callback_url: Some("http://127.0.0.1:2/cb".into()),
-        concat_ref: 1,
         masked: true,
     };
     let h = hooks.clone();
