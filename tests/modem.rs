@@ -173,6 +173,11 @@ async fn probe_prints_the_identity_hw_sim_reports_for_every_profile() {
         assert!(bars <= 5);
         assert!(j["signal"]["rssi_dbm"].as_i64().unwrap() < 0);
         assert_eq!(j["cnmi"]["mt"], 1, "stored delivery negotiated");
+        assert_eq!(
+            j["capabilities"],
+            serde_json::json!({"receive": true, "storage": true, "status_reports": true}),
+            "{profile:?}"
+        );
     }
     b.stop().await;
 }

@@ -8,15 +8,17 @@
 
 use crate::control;
 use crate::fault::{Fault, Scenario, ScenarioError};
-use crate::modem::{Metrics, Modem, ModemConfig};
-use crate::network::{IoCmd, IoState, ModemCell, NetMetrics, Network, OutsideMessage, lock};
+use crate::modem::{CallRecord, Metrics, Modem, ModemConfig, RingSpec};
+use crate::network::{
+    IoCmd, IoState, ModemCell, NetMetrics, Network, OutsideMessage, PortLinks, lock,
+};
 use crate::profile::{Identity, Profile, ProfileName};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -72,6 +74,25 @@ pub enum BankError {
     Fault(String),
 }
 
+/// One tty of a device, as `GET /modems` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortInfo {
+    /// `modem<i>-if<NN>` (`modem<i>` for a single-port modem).
+    pub name: String,
+    /// The stable symlink.
+    pub path: PathBuf,
+    /// The current `/dev/pts/N`, absent while unplugged.
+    pub pty: Option<PathBuf>,
+    /// USB interface number of the real device.
+    pub iface: u8,
+    /// `at_primary`, `at_secondary`, `qcdm`, `nmea`, `audio` or `diag`.
+    pub role: &'static str,
+    /// Answers AT commands.
+    pub at: bool,
+    /// Gets URCs (`+CMTI`, `RING`, `^RSSI`…) by default.
+    pub urcs: bool,
+}
+
 /// What `GET /modems` shows of one modem.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModemInfo {
@@ -87,6 +108,10 @@ pub struct ModemInfo {
     pub profile: &'static str,
     pub state: String,
     pub tcp_port: Option<u16>,
+    /// Line speed of the real device (data only: a PTY has no baud rate).
+    pub nominal_baud: u32,
+    /// Every tty of the device, primary AT port included, in interface order.
+    pub ports: Vec<PortInfo>,
 }
 
 /// Per-modem counters of `GET /metrics`.
@@ -134,6 +159,27 @@ impl BankCore {
                         "unplugged".to_string()
                     },
                     tcp_port: self.tcp_base.map(|b| b + i as u16),
+                    nominal_baud: m.profile.quirks.nominal_baud,
+                    ports: c
+                        .ports
+                        .iter()
+                        .enumerate()
+                        .map(|(k, p)| {
+                            let path = p.links.last().cloned().unwrap_or_else(|| c.link.clone());
+                            PortInfo {
+                                name: path
+                                    .file_name()
+                                    .map(|n| n.to_string_lossy().into_owned())
+                                    .unwrap_or_default(),
+                                path,
+                                pty: io.ports.get(k).cloned().flatten(),
+                                iface: p.spec.iface,
+                                role: p.spec.role.as_str(),
+                                at: p.spec.role.is_at(),
+                                urcs: p.spec.urcs,
+                            }
+                        })
+                        .collect(),
                 }
             })
             .collect()
@@ -167,6 +213,26 @@ impl BankCore {
         lock(&c.modem).clear_faults(Instant::now());
         c.notify.notify_one();
         Ok(())
+    }
+
+    /// Starts an incoming call on modem `i`; returns the call id.
+    pub fn ring(&self, i: usize, spec: RingSpec) -> Result<u64, BankError> {
+        let f = Fault::Ring {
+            from: spec.from.clone(),
+            count: spec.count,
+            interval_ms: spec.interval_ms,
+            cms_error: spec.cms_error,
+        };
+        f.validate().map_err(BankError::Fault)?;
+        let c = self.cell(i)?;
+        let id = lock(&c.modem).ring(spec, Instant::now());
+        c.notify.notify_one();
+        Ok(id)
+    }
+
+    /// The calls modem `i` saw: who rang, how often, and how each ended.
+    pub fn calls(&self, i: usize) -> Result<Vec<CallRecord>, BankError> {
+        Ok(lock(&self.cell(i)?.modem).calls())
     }
 
     pub fn inject_inbound(&self, i: usize, from: &str, text: &str) -> Result<usize, BankError> {
@@ -234,11 +300,41 @@ impl Bank {
                 }
                 faults.extend(m.faults.iter().cloned());
             }
+            let mut profile = Profile::get(profile);
+            if scenario.single_port {
+                profile.quirks.ports = crate::zoo::SINGLE;
+            }
+            let link = cfg.link_dir.join(format!("modem{i}"));
+            let multi = profile.quirks.ports.len() > 1;
+            let mut primary = 0;
+            let ports: Vec<PortLinks> = profile
+                .quirks
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(k, spec)| {
+                    let mut l = Vec::new();
+                    if spec.role == crate::zoo::PortRole::AtPrimary {
+                        primary = k;
+                        l.push(link.clone());
+                    }
+                    if multi {
+                        l.push(cfg.link_dir.join(format!("modem{i}-if{:02}", spec.iface)));
+                    }
+                    PortLinks {
+                        spec: *spec,
+                        links: l,
+                    }
+                })
+                .collect();
+            for p in &ports {
+                links.extend(p.links.iter().cloned());
+            }
             let modem = Modem::new(
                 ModemConfig {
                     index: i,
                     identity: Identity::new(seed, i),
-                    profile: Profile::get(profile),
+                    profile,
                     seed,
                     latency: cfg.latency,
                     network: scenario.network.clone(),
@@ -247,14 +343,14 @@ impl Bank {
                 now,
             );
             let (tx, rx) = mpsc::unbounded_channel();
-            let link = cfg.link_dir.join(format!("modem{i}"));
-            links.push(link.clone());
             cells.push(Arc::new(ModemCell {
                 modem: std::sync::Mutex::new(modem),
                 notify: tokio::sync::Notify::new(),
                 io: std::sync::Mutex::new(IoState::default()),
                 ctl: tx,
                 link,
+                ports,
+                primary,
             }));
             ctl_rxs.push(rx);
         }
@@ -268,7 +364,7 @@ impl Bank {
         // Open every PTY before returning so callers can use the links at once.
         let mut ptys = Vec::with_capacity(cfg.modems);
         for cell in &network.cells {
-            let p = match Pty::open(&cell.link) {
+            let p = match open_ports(cell) {
                 Ok(p) => p,
                 Err(e) => {
                     for l in &links {
@@ -276,10 +372,6 @@ impl Bank {
                     }
                     return Err(e);
                 }
-            };
-            *lock(&cell.io) = IoState {
-                online: true,
-                pty: Some(p.path.clone()),
             };
             ptys.push(p);
         }
@@ -373,6 +465,16 @@ impl BankHandle {
     pub fn clear_faults(&self, modem: usize) -> Result<(), BankError> {
         self.core.clear_faults(modem)
     }
+    /// An incoming call to `modem` (`RING`/`+CLIP` until `ATH`/`AT+CHUP` or `count`
+    /// rings); returns the call id.
+    pub fn ring(&self, modem: usize, spec: RingSpec) -> Result<u64, BankError> {
+        self.core.ring(modem, spec)
+    }
+    /// Every call `modem` saw, with how it ended (`hung_up` by `ATH`/`AT+CHUP`,
+    /// `missed`…).
+    pub fn calls(&self, modem: usize) -> Result<Vec<CallRecord>, BankError> {
+        self.core.calls(modem)
+    }
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
     }
@@ -410,18 +512,24 @@ impl Drop for BankHandle {
     }
 }
 
-/// A PTY pair: the master split for async read/write, our own slave fd kept open so
-/// the master never sees EIO when clients close and reopen the port.
+/// A PTY pair: the master split for async read/write, our own slave fd kept open (in
+/// the guard) so the master never sees EIO when clients close and reopen the port.
 struct Pty {
     reader: pipe::Receiver,
     writer: pipe::Sender,
+    guard: PtyGuard,
+}
+
+/// Keeps the slave open and owns the links; dropping it removes the links that still
+/// point at this PTY.
+struct PtyGuard {
     _slave: OwnedFd,
     path: PathBuf,
-    link: PathBuf,
+    links: Vec<PathBuf>,
 }
 
 impl Pty {
-    fn open(link: &Path) -> Result<Pty, BankError> {
+    fn open(links: &[PathBuf]) -> Result<Pty, BankError> {
         let r = nix::pty::openpty(None, None)?;
         let mut t = tcgetattr(&r.slave)?;
         cfmakeraw(&mut t);
@@ -439,29 +547,51 @@ impl Pty {
             .map_err(|e| BankError::Io("register".into(), e))?;
         let writer = pipe::Sender::from_owned_fd_unchecked(r.master)
             .map_err(|e| BankError::Io("register".into(), e))?;
-        // Publish atomically: a client never sees a half-made link.
-        let tmp = link.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&path, &tmp)
-            .map_err(|e| BankError::Io(tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, link).map_err(|e| BankError::Io(link.display().to_string(), e))?;
+        let guard = PtyGuard {
+            _slave: r.slave,
+            path,
+            links: links.to_vec(),
+        };
+        for link in links {
+            // Publish atomically: a client never sees a half-made link.
+            let tmp = link.with_extension("tmp");
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&guard.path, &tmp)
+                .map_err(|e| BankError::Io(tmp.display().to_string(), e))?;
+            std::fs::rename(&tmp, link)
+                .map_err(|e| BankError::Io(link.display().to_string(), e))?;
+        }
         Ok(Pty {
             reader,
             writer,
-            _slave: r.slave,
-            path,
-            link: link.to_path_buf(),
+            guard,
         })
     }
 }
 
-impl Drop for Pty {
+impl Drop for PtyGuard {
     fn drop(&mut self) {
-        // Only remove the link if it still points at this PTY.
-        if std::fs::read_link(&self.link).is_ok_and(|p| p == self.path) {
-            let _ = std::fs::remove_file(&self.link);
+        // Only remove a link if it still points at this PTY.
+        for l in &self.links {
+            if std::fs::read_link(l).is_ok_and(|p| p == self.path) {
+                let _ = std::fs::remove_file(l);
+            }
         }
     }
+}
+
+/// Opens every tty of a device and publishes their links; marks the device online.
+fn open_ports(cell: &ModemCell) -> Result<Vec<Pty>, BankError> {
+    let mut v = Vec::with_capacity(cell.ports.len());
+    for p in &cell.ports {
+        v.push(Pty::open(&p.links)?);
+    }
+    *lock(&cell.io) = IoState {
+        online: true,
+        pty: v.get(cell.primary).map(|p| p.guard.path.clone()),
+        ports: v.iter().map(|p| Some(p.guard.path.clone())).collect(),
+    };
+    Ok(v)
 }
 
 enum TcpMsg {
@@ -530,7 +660,7 @@ const MAX_PENDING: usize = 64 * 1024;
 async fn run_modem(
     net: Arc<Network>,
     i: usize,
-    first: Pty,
+    first: Vec<Pty>,
     mut ctl: mpsc::UnboundedReceiver<IoCmd>,
     mut tcp: mpsc::Receiver<TcpMsg>,
     mut sd: watch::Receiver<bool>,
@@ -538,26 +668,12 @@ async fn run_modem(
     let Some(cell) = net.cells.get(i).cloned() else {
         return;
     };
-    let mut pty = Some(first);
+    let mut ptys = Some(first);
     let mut tcp_out: Option<mpsc::Sender<Vec<u8>>> = None;
     loop {
-        let Some(mut p) = pty.take() else { return };
-        let exit = serve(
-            &net,
-            &cell,
-            i,
-            &mut p,
-            &mut ctl,
-            &mut tcp,
-            &mut tcp_out,
-            &mut sd,
-        )
-        .await;
-        drop(p);
-        *lock(&cell.io) = IoState {
-            online: false,
-            pty: None,
-        };
+        let Some(p) = ptys.take() else { return };
+        let exit = serve(&net, &cell, i, p, &mut ctl, &mut tcp, &mut tcp_out, &mut sd).await;
+        *lock(&cell.io) = IoState::default();
         tcp_out = None;
         match exit {
             Exit::Shutdown => return,
@@ -567,14 +683,10 @@ async fn run_modem(
                     _ = sd.changed() => return,
                 }
                 loop {
-                    match Pty::open(&cell.link) {
+                    match open_ports(&cell) {
                         Ok(np) => {
-                            *lock(&cell.io) = IoState {
-                                online: true,
-                                pty: Some(np.path.clone()),
-                            };
                             lock(&cell.modem).replugged(Instant::now());
-                            pty = Some(np);
+                            ptys = Some(np);
                             break;
                         }
                         Err(e) => {
@@ -591,78 +703,145 @@ async fn run_modem(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    net: &Arc<Network>,
-    cell: &Arc<ModemCell>,
-    i: usize,
-    p: &mut Pty,
-    ctl: &mut mpsc::UnboundedReceiver<IoCmd>,
-    tcp: &mut mpsc::Receiver<TcpMsg>,
-    tcp_out: &mut Option<mpsc::Sender<Vec<u8>>>,
-    sd: &mut watch::Receiver<bool>,
-) -> Exit {
+/// Reads one tty and hands what arrives to the device's IO task.
+async fn port_reader(k: usize, mut r: pipe::Receiver, tx: mpsc::Sender<(usize, Vec<u8>)>) {
     let mut buf = [0u8; 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(n) if n > 0 => {
+                if tx.send((k, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Writes what the device says on one tty, keeping up to [`MAX_PENDING`] bytes for a
+/// host that does not read. When the channel closes it flushes for a moment (so the
+/// `OK` of `AT+CFUN=1,1` reaches the host before the port goes) and hands the master
+/// back, so that it closes only when the caller drops it.
+async fn port_writer(
+    mut w: pipe::Sender,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) -> Option<pipe::Sender> {
     let mut pending: Vec<u8> = Vec::new();
     loop {
-        let deadline = lock(&cell.modem).poll_timeout();
-        let mut input: Option<Vec<u8>> = None;
-        let mut timed_out = false;
-        tokio::select! {
-            r = p.reader.read(&mut buf) => match r {
-                Ok(n) if n > 0 => input = Some(buf[..n].to_vec()),
-                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    eprintln!("hw-sim: modem{i}: read: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(b) => pending.extend_from_slice(&b),
+                None => return Some(w),
+            }
+        } else {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(b) => pending.extend_from_slice(&b),
+                    None => {
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(200),
+                            w.write_all(&pending),
+                        )
+                        .await;
+                        return Some(w);
+                    }
+                },
+                r = w.writable() => {
+                    if r.is_err() {
+                        return None;
+                    }
                 }
-            },
-            _ = cell.notify.notified() => {}
-            _ = sleep_opt(deadline) => timed_out = true,
-            c = ctl.recv() => {
-                if let Some(IoCmd::Replug { down_ms }) = c {
-                    return Exit::Replug(down_ms);
-                }
             }
-            // Without --tcp-base the sender is gone and recv() would return None at once.
-            m = tcp.recv(), if !tcp.is_closed() || !tcp.is_empty() => match m {
-                Some(TcpMsg::Connected(tx)) => *tcp_out = Some(tx),
-                Some(TcpMsg::Data(d)) => input = Some(d),
-                Some(TcpMsg::Gone) => *tcp_out = None,
-                None => {}
-            },
-            _ = p.writer.writable(), if !pending.is_empty() => {}
-            _ = sd.changed() => return Exit::Shutdown,
-        }
-        let (out, events) = {
-            let mut m = lock(&cell.modem);
-            let now = Instant::now();
-            if timed_out {
-                m.handle_timeout(now);
-            }
-            if let Some(d) = &input {
-                m.input(d, now);
-            }
-            (m.take_output(), m.take_events())
-        };
-        if !out.is_empty() {
-            if let Some(tx) = tcp_out.as_ref() {
-                let _ = tx.try_send(out.clone());
-            }
-            pending.extend_from_slice(&out);
         }
         while !pending.is_empty() {
-            match p.writer.try_write(&pending) {
+            match w.try_write(&pending) {
+                Ok(0) | Err(_) => break,
                 Ok(n) => {
                     pending.drain(..n);
                 }
-                Err(_) => break,
             }
         }
         if pending.len() > MAX_PENDING {
             let cut = pending.len() - MAX_PENDING;
             pending.drain(..cut);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    net: &Arc<Network>,
+    cell: &Arc<ModemCell>,
+    i: usize,
+    ptys: Vec<Pty>,
+    ctl: &mut mpsc::UnboundedReceiver<IoCmd>,
+    tcp: &mut mpsc::Receiver<TcpMsg>,
+    tcp_out: &mut Option<mpsc::Sender<Vec<u8>>>,
+    sd: &mut watch::Receiver<bool>,
+) -> Exit {
+    let n = ptys.len();
+    let primary = cell.primary;
+    let (in_tx, mut in_rx) = mpsc::channel::<(usize, Vec<u8>)>(64);
+    let mut readers = Vec::with_capacity(n);
+    let mut writers = Vec::with_capacity(n);
+    let mut out_tx = Vec::with_capacity(n);
+    let mut guards = Vec::with_capacity(n);
+    for (k, p) in ptys.into_iter().enumerate() {
+        readers.push(tokio::spawn(port_reader(k, p.reader, in_tx.clone())));
+        let (tx, rx) = mpsc::unbounded_channel();
+        writers.push(tokio::spawn(port_writer(p.writer, rx)));
+        out_tx.push(tx);
+        guards.push(p.guard);
+    }
+    drop(in_tx);
+    let exit = loop {
+        let deadline = lock(&cell.modem).poll_timeout();
+        let mut input: Option<(usize, Vec<u8>)> = None;
+        let mut timed_out = false;
+        tokio::select! {
+            m = in_rx.recv() => input = m,
+            _ = cell.notify.notified() => {}
+            _ = sleep_opt(deadline) => timed_out = true,
+            c = ctl.recv() => {
+                if let Some(IoCmd::Replug { down_ms }) = c {
+                    break Exit::Replug(down_ms);
+                }
+            }
+            // Without --tcp-base the sender is gone and recv() would return None at once.
+            m = tcp.recv(), if !tcp.is_closed() || !tcp.is_empty() => match m {
+                Some(TcpMsg::Connected(tx)) => *tcp_out = Some(tx),
+                Some(TcpMsg::Data(d)) => input = Some((primary, d)),
+                Some(TcpMsg::Gone) => *tcp_out = None,
+                None => {}
+            },
+            _ = sd.changed() => break Exit::Shutdown,
+        }
+        let (outs, events) = {
+            let mut m = lock(&cell.modem);
+            let now = Instant::now();
+            if timed_out {
+                m.handle_timeout(now);
+            }
+            if let Some((k, d)) = &input {
+                m.input_port(*k, d, now);
+            }
+            let outs: Vec<Vec<u8>> = (0..n).map(|k| m.take_port_output(k)).collect();
+            (outs, m.take_events())
+        };
+        for (k, out) in outs.into_iter().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            if k == primary
+                && let Some(tx) = tcp_out.as_ref()
+            {
+                let _ = tx.try_send(out.clone());
+            }
+            if let Some(tx) = out_tx.get(k) {
+                let _ = tx.send(out);
+            }
         }
         let mut replug = None;
         for e in events {
@@ -672,16 +851,34 @@ async fn serve(
             }
         }
         if let Some(d) = replug {
+            break Exit::Replug(d);
+        }
+    };
+    for r in &readers {
+        r.abort();
+    }
+    drop(out_tx);
+    match exit {
+        Exit::Shutdown => {
+            for w in &writers {
+                w.abort();
+            }
+        }
+        Exit::Replug(_) => {
             // Let the final OK of AT+CFUN=1,1 reach the host before the port goes.
-            if !pending.is_empty() {
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(200), p.writer.write_all(&pending))
-                        .await;
+            let mut masters = Vec::with_capacity(writers.len());
+            for w in writers {
+                if let Ok(Ok(Some(m))) = tokio::time::timeout(Duration::from_millis(300), w).await {
+                    masters.push(m);
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-            return Exit::Replug(d);
+            drop(masters);
         }
     }
+    *lock(&cell.io) = IoState::default();
+    drop(guards);
+    exit
 }
 
 async fn sleep_opt(t: Option<Instant>) {

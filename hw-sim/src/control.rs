@@ -2,10 +2,11 @@
 //!
 //! Owns: the routes over [`BankCore`]: `GET /modems`, `GET /modems/{i}`,
 //! `GET|DELETE /messages`, `POST /inbound`, `GET|POST|DELETE /modems/{i}/faults`,
-//! `GET /metrics`. Errors are `{"error": "..."}` with 400/404.
+//! `POST /modems/{i}/ring`, `GET /modems/{i}/calls`, `GET /metrics`. Errors are `{"error": "..."}` with 400/404.
 
 use crate::bank::{BankCore, BankError};
 use crate::fault::Fault;
+use crate::modem::RingSpec;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -50,6 +51,8 @@ pub fn router(core: Arc<BankCore>) -> Router {
             "/modems/{index}/faults",
             get(get_faults).post(post_faults).delete(clear_faults),
         )
+        .route("/modems/{index}/ring", post(ring))
+        .route("/modems/{index}/calls", get(calls))
         .route("/messages", get(messages).delete(clear_messages))
         .route("/inbound", post(inbound))
         .route("/metrics", get(metrics))
@@ -146,6 +149,23 @@ async fn get_faults(State(c): S, Path(i): Path<usize>) -> Result<impl IntoRespon
 async fn clear_faults(State(c): S, Path(i): Path<usize>) -> Result<impl IntoResponse, ApiError> {
     c.clear_faults(i)?;
     Ok(Json(json!({ "index": i, "faults": [] })))
+}
+
+async fn ring(
+    State(c): S,
+    Path(i): Path<usize>,
+    body: Result<Json<RingSpec>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(spec) = body?;
+    let id = c.ring(i, spec)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "index": i, "call": id })),
+    ))
+}
+
+async fn calls(State(c): S, Path(i): Path<usize>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(json!({ "index": i, "calls": c.calls(i)? })))
 }
 
 async fn metrics(State(c): S) -> impl IntoResponse {

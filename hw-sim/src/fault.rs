@@ -104,6 +104,26 @@ pub enum Fault {
     /// the host as line noise (some bytes replaced by 0xFF, as a flaky USB-serial adapter
     /// does); each still waits for `+CNMA` like any direct delivery.
     GarbledPdu { count: u32 },
+    /// Action: an incoming voice call from `from`: `RING` (`+CRING: VOICE` after
+    /// `AT+CRC=1`) and `+CLIP` (after `AT+CLIP=1`) every `interval_ms` until `ATH` /
+    /// `AT+CHUP` or `count` rings. With `cms_error`, SMS commands fail while it rings.
+    Ring {
+        from: String,
+        #[serde(default = "default_ring_count")]
+        count: u32,
+        #[serde(default = "default_ring_interval")]
+        interval_ms: u64,
+        #[serde(default)]
+        cms_error: Option<u16>,
+    },
+}
+
+fn default_ring_count() -> u32 {
+    5
+}
+
+fn default_ring_interval() -> u64 {
+    3000
 }
 
 fn default_puk() -> String {
@@ -136,7 +156,8 @@ impl Fault {
             Fault::HangNow
             | Fault::GarbageNow { .. }
             | Fault::Unplug { .. }
-            | Fault::Reboot { .. } => {
+            | Fault::Reboot { .. }
+            | Fault::Ring { .. } => {
                 return None;
             }
         })
@@ -176,6 +197,22 @@ impl Fault {
             }
             Fault::SimBusy { secs } if !(0.0..=86400.0).contains(secs) => {
                 Err("secs 0..=86400".into())
+            }
+            Fault::Ring {
+                from,
+                count,
+                interval_ms,
+                ..
+            } => {
+                if from.is_empty() || from.len() > 32 {
+                    Err("ring: from must be 1..=32 characters".into())
+                } else if !(1..=1000).contains(count) {
+                    Err("ring: count 1..=1000".into())
+                } else if !(1..=600_000).contains(interval_ms) {
+                    Err("ring: interval_ms 1..=600000".into())
+                } else {
+                    Ok(())
+                }
             }
             _ => Ok(()),
         }
@@ -240,6 +277,9 @@ pub struct TimedFault {
 #[serde(default, deny_unknown_fields)]
 pub struct Scenario {
     pub seed: Option<u64>,
+    /// Collapse multi-port devices (quectel-ec25, huawei-e1752…) to their primary AT
+    /// port, as if the other ttys were not bound (`--single-port`).
+    pub single_port: bool,
     pub network: NetworkSettings,
     pub modem: Vec<ModemScenario>,
     pub timeline: Vec<TimedFault>,

@@ -30,8 +30,8 @@
 //! Modules: [`pdu`] (TPDUs and alphabets), [`at`] (V.250 line syntax), [`modem`] (one
 //! modem as a sans-IO state machine), [`network`] (routing, status reports, redelivery,
 //! the outside sink), [`bank`] (PTYs, links, TCP, IO tasks, [`BankHandle`]), [`control`]
-//! (HTTP API), [`fault`] (faults and scenario files), [`profile`] (firmware quirks,
-//! identities).
+//! (HTTP API), [`fault`] (faults and scenario files), [`profile`] (firmware families,
+//! identities), [`zoo`] (real models: quirks as data, USB port layouts).
 
 pub mod at;
 pub mod bank;
@@ -41,8 +41,11 @@ pub mod modem;
 pub mod network;
 pub mod pdu;
 pub mod profile;
+pub mod zoo;
 
-pub use bank::{Bank, BankConfig, BankError, BankHandle, BankMetrics, ModemInfo};
+pub use bank::{Bank, BankConfig, BankError, BankHandle, BankMetrics, ModemInfo, PortInfo};
 pub use fault::{Fault, NetworkSettings, RegState, Scenario};
+pub use modem::{CallOutcome, CallRecord, RingSpec};
 pub use network::OutsideMessage;
 pub use profile::ProfileName;
+pub use zoo::{PortRole, PortSpec};

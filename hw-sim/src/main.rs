@@ -24,9 +24,13 @@ struct Args {
     /// HTTP control API address, e.g. 127.0.0.1:8025.
     #[arg(long)]
     control: Option<SocketAddr>,
-    /// generic, huawei, simcom, quectel, okfail, or mixed (cycles through them).
+    /// generic, huawei, simcom, quectel, okfail, mixed (cycles those five), a real
+    /// model (huawei-e1752, quectel-ec25, … see docs/hw-sim.md), or zoo (cycles those).
     #[arg(long, default_value = "generic")]
     profile: ProfileName,
+    /// Give multi-port devices only their primary AT port.
+    #[arg(long)]
+    single_port: bool,
     /// CMGS latency: MS or MIN-MAX.
     #[arg(long, value_parser = parse_latency)]
     latency: Option<(u64, u64)>,
@@ -61,7 +65,7 @@ fn parse_latency(s: &str) -> Result<(u64, u64), String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let scenario = match &args.scenario {
+    let mut scenario = match &args.scenario {
         Some(p) => match Scenario::load(p) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -71,6 +75,9 @@ async fn main() -> ExitCode {
         },
         None => None,
     };
+    if args.single_port {
+        scenario.get_or_insert_with(Scenario::default).single_port = true;
+    }
     let cfg = BankConfig {
         modems: args.modems,
         link_dir: args.link_dir,

@@ -10,6 +10,7 @@ use crate::at::{self, Command, Form, Param};
 use crate::fault::{Fault, NetworkSettings, RegState};
 use crate::pdu::{self, Address};
 use crate::profile::{Identity, Profile};
+use crate::zoo::{CallUrcs, CcidStyle, Gps};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -80,6 +81,10 @@ enum Final {
     Error,
     Cme(u16),
     Cms(u16),
+    /// The profile's word for a command it does not know.
+    Unsupported,
+    /// A result line exactly as a recorded firmware prints it, whatever `+CMEE` says.
+    Raw(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +152,114 @@ pub struct Metrics {
     pub not_acked: u64,
     pub replugs: u64,
     pub reboots: u64,
+    /// `RING`/`+CRING` lines sent.
+    pub rings: u64,
+    pub calls: u64,
+    pub calls_hung_up: u64,
+    pub calls_missed: u64,
+}
+
+/// What V.250 keeps per AT port: echo, result format, character set, the line being
+/// typed, a send in progress and the bytes waiting for the host.
+#[derive(Debug)]
+struct Session {
+    echo: bool,
+    verbose: bool,
+    quiet: bool,
+    cmee: u8,
+    cmgf: u8,
+    cscs: String,
+    csdh: u8,
+    cops_format: u8,
+    input: Input,
+    deferred_input: Vec<u8>,
+    pending_send: Option<PendingSend>,
+    out: Vec<u8>,
+}
+
+impl Session {
+    fn new() -> Session {
+        Session {
+            echo: true,
+            verbose: true,
+            quiet: false,
+            cmee: 0,
+            cmgf: 0,
+            cscs: "IRA".into(),
+            csdh: 0,
+            cops_format: 0,
+            input: Input::Line(Vec::new()),
+            deferred_input: Vec::new(),
+            pending_send: None,
+            out: Vec::new(),
+        }
+    }
+}
+
+/// An incoming voice call, as [`Modem::ring`] starts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingSpec {
+    /// Caller number (`+49…`) shown in `+CLIP`.
+    pub from: String,
+    /// Rings before the caller gives up (default 5).
+    #[serde(default = "default_ring_count")]
+    pub count: u32,
+    /// Time between rings (default 3000 ms).
+    #[serde(default = "default_ring_interval")]
+    pub interval_ms: u64,
+    /// While it rings, `+CMGS`/`+CMGR`/`+CMGL` fail with `+CMS ERROR: <code>` (as the
+    /// modem in reivaxy/aquaMonitor#17 did); `None`: SMS commands work as usual.
+    #[serde(default)]
+    pub cms_error: Option<u16>,
+}
+
+fn default_ring_count() -> u32 {
+    5
+}
+
+fn default_ring_interval() -> u64 {
+    3000
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// Still ringing.
+    Ringing,
+    /// Answered with `ATA` and not yet hung up.
+    Active,
+    /// Ended by the host (`ATH`, `AT+CHUP`).
+    HungUp,
+    /// The caller gave up after `count` rings.
+    Missed,
+    /// The modem rebooted or was unplugged.
+    Dropped,
+}
+
+/// One call, as `GET /modems/{i}/calls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallRecord {
+    pub id: u64,
+    pub from: String,
+    /// `RING`/`+CRING` sent so far.
+    pub rings: u32,
+    pub answered: bool,
+    pub outcome: CallOutcome,
+    /// The command that ended it (`ATH`, `AT+CHUP`).
+    pub ended_by: Option<String>,
+    /// AT port (session 0 = primary) the ending command came on.
+    pub ended_on_port: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    id: u64,
+    spec: RingSpec,
+    rings: u32,
+    answered: bool,
+    next: Instant,
 }
 
 /// Construction parameters of one modem.
@@ -174,25 +287,44 @@ pub struct Modem {
     default_latency: (u64, u64),
     rng: StdRng,
     faults: BTreeMap<&'static str, Fault>,
-    // V.250 / 27.007 settings, reset on boot.
-    echo: bool,
-    verbose: bool,
-    quiet: bool,
-    cmee: u8,
-    cmgf: u8,
-    cscs: String,
+    // The AT session of the port being served; the others are parked. V.250 settings
+    // live per port, everything else (SIM, radio, storage) is the device's.
+    s: Session,
+    parked: Vec<Session>,
+    cur: usize,
+    /// Session whose port gets URCs (`usize::MAX`: a port the host cannot see).
+    urc_port: usize,
+    /// Layout index of each AT session, and of the NMEA port.
+    at_ports: Vec<usize>,
+    nmea_port: Option<usize>,
+    nmea_out: Vec<u8>,
+    nmea_next: Option<Instant>,
+    // 27.007 settings of the device, reset on boot.
     csca: Option<(String, u8)>,
     csms: u8,
     cmms: u8,
     cnmi: [u8; 5],
     csmp: [u8; 4],
-    csdh: u8,
     creg_n: u8,
     cereg_n: u8,
     cgreg_n: u8,
     cfun: u8,
-    cops_format: u8,
     cpms: [usize; 3],
+    crc: u8,
+    clip: u8,
+    wind: u32,
+    qss: u8,
+    ussdmode: u8,
+    // Quirk counters.
+    device_busy: u8,
+    csca_busy: u8,
+    boot_queue: VecDeque<(Instant, &'static str)>,
+    // Calls.
+    call: Option<Call>,
+    calls: Vec<CallRecord>,
+    /// URCs caused by a command, said after its final result.
+    after_final: Vec<&'static str>,
+    next_call_id: u64,
     // SIM and radio.
     sim: Sim,
     sim_busy_until: Option<Instant>,
@@ -200,16 +332,12 @@ pub struct Modem {
     last_stat: u8,
     mr: u8,
     stores: [Vec<Option<Stored>>; 2],
-    // Input and timers.
-    input: Input,
-    deferred_input: Vec<u8>,
-    pending_send: Option<PendingSend>,
+    // Timers.
     pending_acks: VecDeque<PendingAck>,
     ussd_due: Option<(Instant, String)>,
     next_boot_urc: Option<Instant>,
     hung: bool,
     boot_count: u64,
-    out: Vec<u8>,
     events: Vec<Event>,
     pub metrics: Metrics,
 }
@@ -231,42 +359,54 @@ impl Modem {
             default_latency: cfg.latency,
             rng,
             faults: BTreeMap::new(),
-            echo: true,
-            verbose: true,
-            quiet: false,
-            cmee: 0,
-            cmgf: 0,
-            cscs: "IRA".into(),
+            s: Session::new(),
+            parked: Vec::new(),
+            cur: 0,
+            urc_port: 0,
+            at_ports: Vec::new(),
+            nmea_port: None,
+            nmea_out: Vec::new(),
+            nmea_next: None,
             csca: Some((DEFAULT_SMSC.into(), 145)),
             csms: 0,
             cmms: 0,
             cnmi: [1, 1, 0, 0, 0],
             csmp: [17, 167, 0, 0],
-            csdh: 0,
             creg_n: 0,
             cereg_n: 0,
             cgreg_n: 0,
             cfun: 1,
-            cops_format: 0,
             cpms: [0, 0, 0],
+            crc: 0,
+            clip: 0,
+            wind: 0,
+            qss: 0,
+            ussdmode: 1,
+            device_busy: 0,
+            csca_busy: 0,
+            boot_queue: VecDeque::new(),
+            call: None,
+            calls: Vec::new(),
+            after_final: Vec::new(),
+            next_call_id: 1,
             sim: Sim::Ready,
             sim_busy_until: None,
             signal,
             last_stat: 0,
             mr: 0,
             stores: [vec![None; storage], vec![None; 100]],
-            input: Input::Line(Vec::new()),
-            deferred_input: Vec::new(),
-            pending_send: None,
             pending_acks: VecDeque::new(),
             ussd_due: None,
             next_boot_urc: None,
             hung: false,
             boot_count: 0,
-            out: Vec::new(),
             events: Vec::new(),
             metrics: Metrics::default(),
         };
+        m.at_ports = m.profile.at_ports();
+        m.nmea_port = (0..m.profile.quirks.ports.len())
+            .find(|&i| m.profile.quirks.ports[i].role == crate::zoo::PortRole::Nmea);
+        m.parked = (0..m.at_ports.len()).map(|_| Session::new()).collect();
         for f in cfg.faults {
             m.apply_standing(f, now);
         }
@@ -281,12 +421,12 @@ impl Modem {
             self.events.push(Event::NotAcked(a.inbound));
         }
         self.boot_count += 1;
-        self.echo = true;
-        self.verbose = true;
-        self.quiet = false;
-        self.cmee = 0;
-        self.cmgf = 0;
-        self.cscs = "IRA".into();
+        self.s = Session::new();
+        for p in self.parked.iter_mut() {
+            *p = Session::new();
+        }
+        // Session 0 is the primary port, the one that gets URCs.
+        self.urc_port = 0;
         self.csca = if self.faults.contains_key("no_smsc") {
             None
         } else {
@@ -294,18 +434,31 @@ impl Modem {
         };
         self.csms = 0;
         self.cmms = 0;
-        self.cnmi = [1, 1, 0, 0, 0];
+        self.cnmi = self.profile.quirks.cnmi_default;
         self.csmp = [17, 167, 0, 0];
-        self.csdh = 0;
         self.creg_n = 0;
         self.cereg_n = 0;
         self.cgreg_n = 0;
         self.cfun = 1;
-        self.cops_format = 0;
         self.cpms = [0, 0, 0];
-        self.input = Input::Line(Vec::new());
-        self.deferred_input.clear();
-        self.pending_send = None;
+        self.crc = 0;
+        self.clip = 0;
+        self.wind = 0;
+        self.qss = 0;
+        self.ussdmode = 1;
+        self.device_busy = 0;
+        self.csca_busy = self.profile.quirks.csca_busy_after_boot;
+        self.boot_queue = self
+            .profile
+            .quirks
+            .boot_urcs
+            .iter()
+            .map(|(ms, l)| (now + Duration::from_millis(*ms), *l))
+            .collect();
+        self.nmea_next = None;
+        if let Some(c) = self.call.take() {
+            self.end_call(c, CallOutcome::Dropped, None, false);
+        }
         self.ussd_due = None;
         self.hung = false;
         self.sim = match self.faults.get("sim_lock") {
@@ -324,10 +477,58 @@ impl Modem {
 
     // ----- outputs -----
 
-    /// Bytes for the host, drained.
+    /// Bytes for the host on the primary AT port, drained.
     pub fn take_output(&mut self) -> Vec<u8> {
-        self.metrics.bytes_out += self.out.len() as u64;
-        std::mem::take(&mut self.out)
+        self.take_session_output(0)
+    }
+
+    /// The device's ports (one for a serial modem).
+    pub fn ports(&self) -> &'static [crate::zoo::PortSpec] {
+        self.profile.quirks.ports
+    }
+
+    /// Bytes for the host on port `port` of [`Modem::ports`], drained.
+    pub fn take_port_output(&mut self, port: usize) -> Vec<u8> {
+        if let Some(sess) = self.at_ports.iter().position(|&p| p == port) {
+            self.take_session_output(sess)
+        } else if Some(port) == self.nmea_port {
+            self.metrics.bytes_out += self.nmea_out.len() as u64;
+            std::mem::take(&mut self.nmea_out)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn take_session_output(&mut self, sess: usize) -> Vec<u8> {
+        let o = if sess == self.cur {
+            std::mem::take(&mut self.s.out)
+        } else {
+            match self.parked.get_mut(sess) {
+                Some(p) => std::mem::take(&mut p.out),
+                None => Vec::new(),
+            }
+        };
+        self.metrics.bytes_out += o.len() as u64;
+        o
+    }
+
+    /// Makes session `sess` the active one.
+    fn switch(&mut self, sess: usize) {
+        if sess == self.cur || sess >= self.parked.len() {
+            return;
+        }
+        std::mem::swap(&mut self.s, &mut self.parked[self.cur]);
+        std::mem::swap(&mut self.s, &mut self.parked[sess]);
+        self.cur = sess;
+    }
+
+    /// The output buffer of the port that gets URCs (`None`: a port nobody sees).
+    fn urc_out(&mut self) -> Option<&mut Vec<u8>> {
+        if self.urc_port == self.cur {
+            Some(&mut self.s.out)
+        } else {
+            self.parked.get_mut(self.urc_port).map(|p| &mut p.out)
+        }
     }
 
     pub fn take_events(&mut self) -> Vec<Event> {
@@ -342,11 +543,17 @@ impl Modem {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        add(self.pending_send.as_ref().map(|p| p.at));
+        add(self.s.pending_send.as_ref().map(|p| p.at));
+        for p in &self.parked {
+            add(p.pending_send.as_ref().map(|p| p.at));
+        }
         add(self.pending_acks.front().map(|a| a.deadline));
         add(self.ussd_due.as_ref().map(|u| u.0));
         add(self.sim_busy_until);
         add(self.next_boot_urc);
+        add(self.boot_queue.front().map(|b| b.0));
+        add(self.call.as_ref().filter(|c| !c.answered).map(|c| c.next));
+        add(self.nmea_next);
         t
     }
 
@@ -357,10 +564,21 @@ impl Modem {
             self.sim_busy_until = None;
             self.check_reg_change(now);
         }
-        if self.pending_send.as_ref().is_some_and(|p| p.at <= now)
-            && let Some(p) = self.pending_send.take()
-        {
-            self.finish_send(p.result, now);
+        for sess in 0..self.parked.len() {
+            let due = if sess == self.cur {
+                self.s.pending_send.as_ref().is_some_and(|p| p.at <= now)
+            } else {
+                self.parked[sess]
+                    .pending_send
+                    .as_ref()
+                    .is_some_and(|p| p.at <= now)
+            };
+            if due {
+                self.switch(sess);
+                if let Some(p) = self.s.pending_send.take() {
+                    self.finish_send(p.result, now);
+                }
+            }
         }
         while self.pending_acks.front().is_some_and(|a| a.deadline <= now) {
             if let Some(a) = self.pending_acks.pop_front() {
@@ -382,20 +600,53 @@ impl Modem {
                 self.urc(&format!("^BOOT:{},0,0,0,72", 20_952_548 + self.index));
             }
         }
+        while self.boot_queue.front().is_some_and(|b| b.0 <= now) {
+            if let Some((_, line)) = self.boot_queue.pop_front()
+                && !self.hung
+            {
+                self.urc(line);
+            }
+        }
+        self.ring_tick(now);
+        if let Some(t) = self.nmea_next
+            && t <= now
+        {
+            self.nmea_next = Some(now + Duration::from_secs(1));
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let line = crate::zoo::gpgga(secs);
+            self.nmea_out.extend_from_slice(line.as_bytes());
+            self.nmea_out.extend_from_slice(b"\r\n");
+            if self.nmea_out.len() > 16 * 1024 {
+                let cut = self.nmea_out.len() - 16 * 1024;
+                self.nmea_out.drain(..cut);
+            }
+        }
     }
 
     fn raw(&mut self, b: &[u8]) {
-        self.out.extend_from_slice(b);
+        self.s.out.extend_from_slice(b);
+    }
+
+    /// Unsolicited bytes, on the URC port only.
+    fn urc_raw(&mut self, b: &[u8]) {
+        if let Some(o) = self.urc_out() {
+            o.extend_from_slice(b);
+        }
     }
 
     fn urc(&mut self, line: &str) {
-        self.out.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        if let Some(o) = self.urc_out() {
+            o.extend_from_slice(b"\r\n");
+            o.extend_from_slice(line.as_bytes());
+            o.extend_from_slice(b"\r\n");
+        }
     }
 
     fn final_result(&mut self, f: Result<(), Final>) {
-        if self.quiet {
+        if self.s.quiet {
             return;
         }
         if f.is_err() {
@@ -404,15 +655,19 @@ impl Modem {
         let text = match f {
             Ok(()) => "OK".to_string(),
             Err(Final::Error) => "ERROR".to_string(),
-            Err(Final::Cme(n)) => match self.cmee {
+            Err(Final::Cme(n)) => match self.s.cmee {
                 0 => "ERROR".to_string(),
                 1 => format!("+CME ERROR: {n}"),
                 _ => format!("+CME ERROR: {}", cme_text(n)),
             },
             Err(Final::Cms(n)) => format!("+CMS ERROR: {n}"),
+            Err(Final::Unsupported) => self.profile.quirks.unsupported_word.to_string(),
+            Err(Final::Raw(t)) => t.to_string(),
         };
-        if self.verbose {
-            self.urc(&text);
+        if self.s.verbose {
+            self.raw(b"\r\n");
+            self.raw(text.as_bytes());
+            self.raw(b"\r\n");
         } else {
             let code = match f {
                 Ok(()) => "0",
@@ -436,7 +691,7 @@ impl Modem {
             s.push_str(l);
         }
         s.push_str("\r\n");
-        self.out.extend_from_slice(s.as_bytes());
+        self.s.out.extend_from_slice(s.as_bytes());
         self.maybe_urc_noise();
     }
 
@@ -450,7 +705,7 @@ impl Modem {
 
     fn garbage(&mut self, len: usize) {
         let g: Vec<u8> = (0..len).map(|_| self.rng.random::<u8>()).collect();
-        self.out.extend_from_slice(&g);
+        self.s.out.extend_from_slice(&g);
     }
 
     fn maybe_urc_noise(&mut self) {
@@ -625,6 +880,22 @@ impl Modem {
             Fault::Unplug { down_ms } | Fault::Reboot { down_ms } => {
                 self.events.push(Event::Replug { down_ms: *down_ms });
             }
+            Fault::Ring {
+                from,
+                count,
+                interval_ms,
+                cms_error,
+            } => {
+                self.ring(
+                    RingSpec {
+                        from: from.clone(),
+                        count: *count,
+                        interval_ms: *interval_ms,
+                        cms_error: *cms_error,
+                    },
+                    now,
+                );
+            }
             Fault::Signal { rssi, .. } => {
                 let r = *rssi;
                 self.apply_standing(f, now);
@@ -735,7 +1006,7 @@ impl Modem {
 
     /// `+CMT`/`+CDS` straight to the host; with `+CSMS=1` it must be acknowledged.
     fn direct(&mut self, inbound: Inbound, now: Instant) {
-        let (head, body) = match (inbound.kind, self.cmgf) {
+        let (head, body) = match (inbound.kind, self.s.cmgf) {
             (InboundKind::Sms, 0) => (
                 format!("+CMT: ,{}", inbound.tpdu.len()),
                 self.pdu_with_smsc(&inbound.tpdu),
@@ -764,17 +1035,17 @@ impl Modem {
                 )
             }
         };
-        if inbound.kind == InboundKind::StatusReport && self.cmgf == 1 {
+        if inbound.kind == InboundKind::StatusReport && self.s.cmgf == 1 {
             self.urc(&head);
-        } else if self.cmgf == 0 && self.take_garbled_pdu() {
+        } else if self.s.cmgf == 0 && self.take_garbled_pdu() {
             self.urc(&head);
             let noise: Vec<u8> = body
                 .bytes()
                 .enumerate()
                 .map(|(i, b)| if i % 5 == 2 { 0xFF } else { b })
                 .collect();
-            self.out.extend_from_slice(&noise);
-            self.out.extend_from_slice(b"\r\n");
+            self.urc_raw(&noise);
+            self.urc_raw(b"\r\n");
         } else {
             self.urc(&format!("{head}\r\n{body}"));
         }
@@ -817,15 +1088,15 @@ impl Modem {
 
     /// Text for the host in the current `+CSCS` character set.
     fn cs_out(&self, s: &str) -> String {
-        if self.cscs == "UCS2" {
+        if self.s.cscs == "UCS2" {
             let u: Vec<u16> = s.encode_utf16().collect();
             u.iter().map(|x| format!("{x:04X}")).collect()
-        } else if self.cscs == "HEX" {
+        } else if self.s.cscs == "HEX" {
             pdu::to_hex(s.as_bytes())
         } else {
             s.chars()
                 .map(|c| {
-                    if c.is_ascii() || self.cscs != "IRA" {
+                    if c.is_ascii() || self.s.cscs != "IRA" {
                         c
                     } else {
                         '?'
@@ -837,7 +1108,7 @@ impl Modem {
 
     /// Text from the host in the current `+CSCS` character set.
     fn cs_in(&self, s: &str) -> Option<String> {
-        if self.cscs == "UCS2" {
+        if self.s.cscs == "UCS2" {
             let s = s.trim();
             if !s.len().is_multiple_of(4) {
                 return None;
@@ -857,32 +1128,51 @@ impl Modem {
 
     // ----- input from the host -----
 
-    /// Bytes from the host.
+    /// Bytes from the host on the primary AT port.
     pub fn input(&mut self, bytes: &[u8], now: Instant) {
         self.metrics.bytes_in += bytes.len() as u64;
-        if self.pending_send.is_some() {
+        self.switch(0);
+        self.feed(bytes, now);
+    }
+
+    /// Bytes from the host on port `port` of [`Modem::ports`]; ports that do not speak
+    /// AT swallow them.
+    pub fn input_port(&mut self, port: usize, bytes: &[u8], now: Instant) {
+        self.metrics.bytes_in += bytes.len() as u64;
+        if let Some(sess) = self.at_ports.iter().position(|&p| p == port) {
+            self.switch(sess);
+            self.feed(bytes, now);
+        }
+    }
+
+    /// Bytes for the active session.
+    fn feed(&mut self, bytes: &[u8], now: Instant) {
+        if self.s.pending_send.is_some() {
             // Busy sending: a real modem reads these only after it answered.
-            self.deferred_input.extend_from_slice(bytes);
+            self.s.deferred_input.extend_from_slice(bytes);
             return;
         }
         for (i, &b) in bytes.iter().enumerate() {
             self.input_byte(b, now);
-            if self.pending_send.is_some() {
-                self.deferred_input.extend_from_slice(&bytes[i + 1..]);
+            for l in std::mem::take(&mut self.after_final) {
+                self.urc(l);
+            }
+            if self.s.pending_send.is_some() {
+                self.s.deferred_input.extend_from_slice(&bytes[i + 1..]);
                 return;
             }
         }
     }
 
     fn input_byte(&mut self, b: u8, now: Instant) {
-        let echo = self.echo && !self.hung;
-        match &mut self.input {
+        let echo = self.s.echo && !self.hung;
+        match &mut self.s.input {
             Input::Line(buf) => {
                 match b {
                     b'\r' => {
                         let line = std::mem::take(buf);
                         if echo {
-                            self.out.push(b);
+                            self.s.out.push(b);
                         }
                         self.line(&line, now);
                         return;
@@ -898,21 +1188,21 @@ impl Modem {
                     }
                 }
                 if echo {
-                    self.out.push(b);
+                    self.s.out.push(b);
                 }
             }
             Input::Body { buf, target } => match b {
                 CTRL_Z => {
                     let body = std::mem::take(buf);
                     let target = target.clone();
-                    self.input = Input::Line(Vec::new());
+                    self.s.input = Input::Line(Vec::new());
                     if echo {
-                        self.out.push(b);
+                        self.s.out.push(b);
                     }
                     self.body(body, target, now);
                 }
                 ESC => {
-                    self.input = Input::Line(Vec::new());
+                    self.s.input = Input::Line(Vec::new());
                     self.final_result(Ok(()));
                 }
                 _ => {
@@ -920,7 +1210,7 @@ impl Modem {
                         buf.push(b);
                     }
                     if echo {
-                        self.out.push(b);
+                        self.s.out.push(b);
                     }
                 }
             },
@@ -956,6 +1246,12 @@ impl Modem {
             }
             self.hung = false;
         }
+        if self.device_busy > 0 {
+            // Still recovering from AT+CFUN=1 (Wavecom): every line is refused.
+            self.device_busy -= 1;
+            self.final_result(Err(Final::Raw("+CME ERROR: 515")));
+            return;
+        }
         for c in cmds {
             match self.command(&c, now) {
                 Ok(Reply::Lines(l)) => self.info(&l),
@@ -963,7 +1259,7 @@ impl Modem {
                     let p = self.profile.prompt;
                     self.raw(p);
                     self.maybe_urc_noise();
-                    self.input = Input::Body {
+                    self.s.input = Input::Body {
                         buf: Vec::new(),
                         target,
                     };
@@ -983,28 +1279,70 @@ impl Modem {
     fn command(&mut self, c: &Command, now: Instant) -> Result<Reply, Final> {
         match c {
             Command::Basic { name, arg } => self.basic(name, arg),
-            Command::Ext { name, form } => self.ext(name, form, now),
+            Command::Ext { name, form } => {
+                if let Some(r) = self.canned(name, form) {
+                    return r;
+                }
+                self.ext(name, form, now)
+            }
         }
+    }
+
+    /// A recorded fixed answer of this model, if it has one for this command.
+    fn canned(&mut self, name: &str, form: &Form) -> Option<Result<Reply, Final>> {
+        let table = self.profile.quirks.canned;
+        if table.is_empty() {
+            return None;
+        }
+        let key = match form {
+            Form::Action => name.to_string(),
+            Form::Test => format!("{name}=?"),
+            Form::Read => format!("{name}?"),
+            Form::Set(a) => format!("{name}={a}"),
+        };
+        let c = table.iter().find(|c| match c.cmd.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix) && !key.ends_with("=?"),
+            None => c.cmd == key,
+        })?;
+        if !c.lines.is_empty() {
+            if c.eol == "\r\n" {
+                let l: Vec<String> = c.lines.iter().map(|x| x.to_string()).collect();
+                self.info(&l);
+            } else {
+                self.raw(b"\r\n");
+                for l in c.lines {
+                    self.raw(l.as_bytes());
+                    self.raw(c.eol.as_bytes());
+                }
+            }
+        }
+        Some(match c.end {
+            crate::zoo::End::Ok => Ok(Reply::Lines(vec![])),
+            crate::zoo::End::Error => Err(Final::Error),
+            crate::zoo::End::Unsupported => Err(Final::Unsupported),
+            crate::zoo::End::Nothing => Ok(Reply::Deferred),
+        })
     }
 
     fn basic(&mut self, name: &str, arg: &str) -> Result<Reply, Final> {
         let n: u32 = arg.parse().unwrap_or(0);
         match name {
             "E" => match n {
-                0 => self.echo = false,
-                1 => self.echo = true,
+                // Some firmware (SIMCom A7672) says OK and keeps echoing.
+                0 => self.s.echo = self.profile.quirks.sticky_echo,
+                1 => self.s.echo = true,
                 _ => return Err(Final::Error),
             },
-            "V" => self.verbose = n == 1,
-            "Q" => self.quiet = n == 1,
+            "V" => self.s.verbose = n == 1,
+            "Q" => self.s.quiet = n == 1,
             "Z" | "&F" => {
-                self.echo = true;
-                self.verbose = true;
-                self.quiet = false;
-                self.cmee = 0;
-                self.cmgf = 0;
-                self.cscs = "IRA".into();
-                self.cnmi = [1, 1, 0, 0, 0];
+                self.s.echo = true;
+                self.s.verbose = true;
+                self.s.quiet = false;
+                self.s.cmee = 0;
+                self.s.cmgf = 0;
+                self.s.cscs = "IRA".into();
+                self.cnmi = self.profile.quirks.cnmi_default;
                 self.creg_n = 0;
                 self.cereg_n = 0;
             }
@@ -1018,14 +1356,19 @@ impl Modem {
                     "+GCAP: +CGSM,+DS,+ES".into(),
                 ]));
             }
-            "X" | "&C" | "&D" | "&W" | "&K" | "H" | "L" | "M" => {}
-            "D" | "A" => return Err(Final::Error),
+            "H" => self.hang_up("ATH"),
+            "A" => match self.call.as_mut() {
+                Some(c) if !c.answered => c.answered = true,
+                _ => return Err(Final::Error),
+            },
+            "X" | "&C" | "&D" | "&W" | "&K" | "L" | "M" => {}
+            "D" => return Err(Final::Error),
             s if s.starts_with('S') => {
                 if arg == "?" {
                     return Ok(Reply::Lines(vec!["000".into()]));
                 }
             }
-            _ => return Err(Final::Error),
+            _ => return Err(Final::Unsupported),
         }
         Ok(Reply::Lines(vec![]))
     }
@@ -1082,33 +1425,167 @@ impl Modem {
                 if self.sim_busy(now) {
                     return Err(Final::Cme(14));
                 }
-                if p.name == crate::profile::ProfileName::Simcom {
-                    lines(vec![self.identity.iccid.clone()])
+                match p.quirks.ccid {
+                    CcidStyle::Bare => lines(vec![self.identity.iccid.clone()]),
+                    CcidStyle::Prefixed => lines(vec![format!("+CCID: {}", self.identity.iccid)]),
+                    CcidStyle::Unsupported => Err(Final::Unsupported),
+                }
+            }
+            (n, f)
+                if p.quirks.vendor_iccid.is_some_and(|v| {
+                    v.cmd == n
+                        && (if v.read_form {
+                            *f == Form::Read
+                        } else {
+                            *f == Form::Action
+                        })
+                }) =>
+            {
+                self.sim_cme(now)?;
+                let Some(v) = p.quirks.vendor_iccid else {
+                    return Err(Final::Unsupported);
+                };
+                // Some firmware reports the ICCID as stored on the SIM: nibble-swapped BCD.
+                let id = if v.swapped {
+                    crate::zoo::swap_nibbles(&self.identity.iccid)
                 } else {
-                    lines(vec![format!("+CCID: {}", self.identity.iccid)])
+                    self.identity.iccid.clone()
+                };
+                lines(vec![format!("{}{id}", v.prefix)])
+            }
+            ("+CRSM", Form::Set(_)) if p.quirks.crsm => {
+                self.sim_cme(now)?;
+                let ps = set(form)?;
+                let v: Vec<Option<i64>> = ps.iter().map(|x| x.num()).collect();
+                if v.first() == Some(&Some(176)) && v.get(1) == Some(&Some(12258)) {
+                    // READ BINARY of EF_ICCID (2FE2): the raw bytes, nibble-swapped.
+                    let hex = crate::zoo::swap_nibbles(&self.identity.iccid);
+                    lines(vec![format!("+CRSM: 144,0,\"{hex}\"")])
+                } else {
+                    // 6A82: file not found.
+                    lines(vec!["+CRSM: 106,130".into()])
                 }
             }
-            ("+QCCID", Form::Action) if p.name == crate::profile::ProfileName::Quectel => {
-                lines(vec![format!("+QCCID: {}", self.identity.iccid)])
+            ("+CRSM", Form::Test) if p.quirks.crsm => none(),
+            ("^USSDMODE", Form::Set(_)) if p.quirks.ussdmode_gate => {
+                self.ussdmode = num_in(&set(form)?, 0, 0..=1, 1)? as u8;
+                none()
             }
-            ("^ICCID", Form::Read) if p.huawei_urcs => {
-                // Huawei reports the ICCID as stored on the SIM: nibble-swapped BCD.
-                let mut d = self.identity.iccid.clone();
-                if d.len() % 2 == 1 {
-                    d.push('F');
+            ("^USSDMODE", Form::Read) if p.quirks.ussdmode_gate => {
+                lines(vec![format!("^USSDMODE: {}", self.ussdmode)])
+            }
+            ("+WIND", Form::Set(_)) if p.quirks.call_urcs == CallUrcs::Wavecom => {
+                let ps = set(form)?;
+                self.wind = ps
+                    .first()
+                    .and_then(|x| x.num())
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or(Final::Error)?;
+                none()
+            }
+            ("+WIND", Form::Read) if p.quirks.call_urcs == CallUrcs::Wavecom => {
+                lines(vec![format!("+WIND: {}", self.wind)])
+            }
+            ("#QSS", Form::Set(_)) if p.quirks.telit_qss => {
+                self.qss = num_in(&set(form)?, 0, 0..=2, 0)? as u8;
+                none()
+            }
+            ("#QSS", Form::Read) if p.quirks.telit_qss => {
+                let status = match self.sim {
+                    Sim::Ready if !self.sim_busy(now) => 3,
+                    Sim::Ready => 1,
+                    Sim::Pin { .. } | Sim::Puk { .. } => 1,
+                    Sim::Blocked => 0,
+                };
+                lines(vec![format!("#QSS: {},{status}", self.qss)])
+            }
+            ("#QSS", Form::Test) if p.quirks.telit_qss => lines(vec!["#QSS: (0-2)".into()]),
+            ("+QURCCFG", Form::Set(_)) if p.quirks.quectel_urcport => {
+                let ps = set(form)?;
+                let what = ps.first().and_then(|x| x.text()).unwrap_or("");
+                if !what.eq_ignore_ascii_case("urcport") {
+                    return Err(Final::Cme(50));
                 }
-                let sw: String = d
-                    .as_bytes()
-                    .chunks(2)
-                    .flat_map(|c| [c[1] as char, c[0] as char])
-                    .collect();
-                lines(vec![format!("^ICCID: {sw}")])
+                match ps
+                    .get(1)
+                    .and_then(|x| x.text())
+                    .map(str::to_ascii_lowercase)
+                {
+                    None => {
+                        let name = match self.urc_port {
+                            0 => "usbat",
+                            usize::MAX => "uart1",
+                            _ => "usbmodem",
+                        };
+                        lines(vec![format!("+QURCCFG: \"urcport\",\"{name}\"")])
+                    }
+                    Some(v) => {
+                        self.urc_port = match v.as_str() {
+                            "usbat" => 0,
+                            "usbmodem" => 1.min(self.parked.len().saturating_sub(1)),
+                            "uart1" => usize::MAX,
+                            _ => return Err(Final::Cme(50)),
+                        };
+                        none()
+                    }
+                }
             }
-            ("+CMEE", Form::Read) => lines(vec![format!("+CMEE: {}", self.cmee)]),
+            ("+QGPS", Form::Set(_)) if p.quirks.gps == Gps::Quectel => {
+                let on = num_in(&set(form)?, 0, 1..=1, 1)?;
+                self.gps(on == 1, now);
+                none()
+            }
+            ("+QGPS", Form::Read) if p.quirks.gps == Gps::Quectel => lines(vec![format!(
+                "+QGPS: {}",
+                u8::from(self.nmea_next.is_some())
+            )]),
+            ("+QGPSEND", Form::Action) if p.quirks.gps == Gps::Quectel => {
+                self.gps(false, now);
+                none()
+            }
+            ("+CGPS", Form::Set(_)) if p.quirks.gps == Gps::Simcom => {
+                let on = num_in(&set(form)?, 0, 0..=1, 1)?;
+                self.gps(on == 1, now);
+                none()
+            }
+            ("+CGPS", Form::Read) if p.quirks.gps == Gps::Simcom => lines(vec![format!(
+                "+CGPS: {},1",
+                u8::from(self.nmea_next.is_some())
+            )]),
+            ("+CHUP", Form::Action) => {
+                self.hang_up("AT+CHUP");
+                none()
+            }
+            ("+CLIP", Form::Set(_)) => {
+                self.clip = num_in(&set(form)?, 0, 0..=1, 0)? as u8;
+                none()
+            }
+            ("+CLIP", Form::Read) => lines(vec![format!("+CLIP: {},1", self.clip)]),
+            ("+CRC", Form::Set(_)) => {
+                self.crc = num_in(&set(form)?, 0, 0..=1, 0)? as u8;
+                none()
+            }
+            ("+CRC", Form::Read) => lines(vec![format!("+CRC: {}", self.crc)]),
+            ("+CLCC", Form::Action) => {
+                let l = match &self.call {
+                    Some(c) => {
+                        let toa = if c.spec.from.starts_with('+') {
+                            145
+                        } else {
+                            129
+                        };
+                        let stat = if c.answered { 0 } else { 4 };
+                        vec![format!("+CLCC: 1,1,{stat},0,0,\"{}\",{toa}", c.spec.from)]
+                    }
+                    None => vec![],
+                };
+                lines(l)
+            }
+            ("+CMEE", Form::Read) => lines(vec![format!("+CMEE: {}", self.s.cmee)]),
             ("+CMEE", Form::Test) => lines(vec!["+CMEE: (0-2)".into()]),
             ("+CMEE", Form::Set(_)) => {
                 let v = num_in(&set(form)?, 0, 0..=2, 0)?;
-                self.cmee = v as u8;
+                self.s.cmee = v as u8;
                 none()
             }
             ("+CPIN", Form::Read) => {
@@ -1121,6 +1598,11 @@ impl Modem {
                     Sim::Puk { .. } => "SIM PUK",
                     Sim::Blocked => return Err(Final::Cme(13)),
                 };
+                if p.quirks.cpin_no_final {
+                    // Recorded Wavecom behaviour: the information line and no OK.
+                    self.info(&[format!("+CPIN: {s}")]);
+                    return Ok(Reply::Deferred);
+                }
                 lines(vec![format!("+CPIN: {s}")])
             }
             ("+CPIN", Form::Test) => none(),
@@ -1222,14 +1704,14 @@ impl Modem {
             }
             ("+COPS", Form::Read) => {
                 if self.registered(now) {
-                    let oper = match self.cops_format {
+                    let oper = match self.s.cops_format {
                         2 => "00101",
                         1 => "HWSIM",
                         _ => "HW-SIM",
                     };
                     lines(vec![format!(
                         "+COPS: 0,{},\"{oper}\",{}",
-                        self.cops_format, p.act
+                        self.s.cops_format, p.act
                     )])
                 } else {
                     lines(vec!["+COPS: 0".into()])
@@ -1242,19 +1724,19 @@ impl Modem {
             ("+COPS", Form::Set(_)) => {
                 let ps = set(form)?;
                 let mode = num_in(&ps, 0, 0..=4, 0)?;
-                let fmt = num_in(&ps, 1, 0..=2, i64::from(self.cops_format))?;
+                let fmt = num_in(&ps, 1, 0..=2, i64::from(self.s.cops_format))?;
                 if mode == 3 || ps.len() > 1 {
-                    self.cops_format = fmt as u8;
+                    self.s.cops_format = fmt as u8;
                 }
                 none()
             }
-            ("+CMGF", Form::Read) => lines(vec![format!("+CMGF: {}", self.cmgf)]),
+            ("+CMGF", Form::Read) => lines(vec![format!("+CMGF: {}", self.s.cmgf)]),
             ("+CMGF", Form::Test) => lines(vec!["+CMGF: (0,1)".into()]),
             ("+CMGF", Form::Set(_)) => {
-                self.cmgf = num_in(&set(form)?, 0, 0..=1, 0)? as u8;
+                self.s.cmgf = num_in(&set(form)?, 0, 0..=1, 0)? as u8;
                 none()
             }
-            ("+CSCS", Form::Read) => lines(vec![format!("+CSCS: \"{}\"", self.cscs)]),
+            ("+CSCS", Form::Read) => lines(vec![format!("+CSCS: \"{}\"", self.s.cscs)]),
             ("+CSCS", Form::Test) => lines(vec![
                 "+CSCS: (\"IRA\",\"GSM\",\"UCS2\",\"HEX\",\"8859-1\")".into(),
             ]),
@@ -1268,11 +1750,15 @@ impl Modem {
                 if !["IRA", "GSM", "UCS2", "HEX", "8859-1"].contains(&cs.as_str()) {
                     return Err(Final::Cme(4));
                 }
-                self.cscs = cs;
+                self.s.cscs = cs;
                 none()
             }
             ("+CSCA", Form::Read) => {
                 self.sim_cms(now)?;
+                if self.csca_busy > 0 {
+                    self.csca_busy -= 1;
+                    return Err(Final::Raw("+CME ERROR: 14"));
+                }
                 match &self.csca {
                     Some((n, t)) => lines(vec![format!("+CSCA: \"{}\",{t}", self.cs_out(n))]),
                     None => lines(vec!["+CSCA: \"\",129".into()]),
@@ -1344,7 +1830,12 @@ impl Modem {
                     .iter()
                     .map(|&m| format!("{},{}", self.used(m), self.stores[m].len()))
                     .collect();
-                lines(vec![format!("+CPMS: {}", v.join(","))])
+                let n = if p.quirks.cpms_pairs_as_given {
+                    ps.len()
+                } else {
+                    3
+                };
+                lines(vec![format!("+CPMS: {}", v[..n].join(","))])
             }
             ("+CNMI", Form::Test) => {
                 let ds: Vec<String> = p.cnmi_ds.iter().map(|d| d.to_string()).collect();
@@ -1402,6 +1893,10 @@ impl Modem {
             ("+CSMP", Form::Test) => none(),
             ("+CSMP", Form::Set(_)) => {
                 let ps = set(form)?;
+                if p.quirks.csmp_clears_smsc {
+                    // Recorded on Qualcomm/ZTE firmware: setting +CSMP loses the SMSC.
+                    self.csca = None;
+                }
                 for (i, prm) in ps.iter().enumerate().take(4) {
                     if let Some(v) = prm.num() {
                         self.csmp[i] = u8::try_from(v).map_err(|_| Final::Cms(303))?;
@@ -1409,17 +1904,18 @@ impl Modem {
                 }
                 none()
             }
-            ("+CSDH", Form::Read) => lines(vec![format!("+CSDH: {}", self.csdh)]),
+            ("+CSDH", Form::Read) => lines(vec![format!("+CSDH: {}", self.s.csdh)]),
             ("+CSDH", Form::Test) => lines(vec!["+CSDH: (0,1)".into()]),
             ("+CSDH", Form::Set(_)) => {
-                self.csdh = num_in(&set(form)?, 0, 0..=1, 0)? as u8;
+                self.s.csdh = num_in(&set(form)?, 0, 0..=1, 0)? as u8;
                 none()
             }
             ("+CMGS", Form::Test) => none(),
             ("+CMGS", Form::Set(_)) => {
                 self.sim_cms(now)?;
+                self.call_blocks_sms()?;
                 let ps = set(form)?;
-                if self.cmgf == 0 {
+                if self.s.cmgf == 0 {
                     let n = ps.first().and_then(|p| p.num()).ok_or(Final::Cms(304))?;
                     if !(1..=180).contains(&n) {
                         return Err(Final::Cms(304));
@@ -1439,7 +1935,7 @@ impl Modem {
                 }
             }
             ("+CMGL", Form::Test) => {
-                if self.cmgf == 0 {
+                if self.s.cmgf == 0 {
                     lines(vec!["+CMGL: (0-4)".into()])
                 } else {
                     lines(vec![
@@ -1450,8 +1946,9 @@ impl Modem {
             }
             ("+CMGL", Form::Action | Form::Set(_)) => {
                 self.sim_cms(now)?;
+                self.call_blocks_sms()?;
                 let ps = set(form)?;
-                let stat = match (self.cmgf, ps.first()) {
+                let stat = match (self.s.cmgf, ps.first()) {
                     (_, None | Some(Param::Empty)) => 0,
                     (0, Some(p)) => {
                         let v = p.num().ok_or(Final::Cms(302))?;
@@ -1480,7 +1977,7 @@ impl Modem {
                     let idx = slot + p.first_index;
                     let (head, body) = self.render(&st, idx, true);
                     out.push(head);
-                    if !body.is_empty() || self.cmgf == 1 {
+                    if !body.is_empty() || self.s.cmgf == 1 {
                         out.push(body);
                     }
                     if let Some(Some(s)) = self.stores[mem].get_mut(slot)
@@ -1494,6 +1991,7 @@ impl Modem {
             ("+CMGR", Form::Test) => none(),
             ("+CMGR", Form::Set(_)) => {
                 self.sim_cms(now)?;
+                self.call_blocks_sms()?;
                 let slot = self.slot_arg(&set(form)?)?;
                 let mem = self.cpms[0];
                 let Some(st) = self.stores[mem][slot].clone() else {
@@ -1551,6 +2049,10 @@ impl Modem {
                     return none();
                 }
                 if let Some(code) = ps.get(1).and_then(|p| p.text()) {
+                    if p.quirks.ussdmode_gate && self.ussdmode == 1 {
+                        // Huawei E1752: text USSD is refused until AT^USSDMODE=0.
+                        return Err(Final::Error);
+                    }
                     if !self.registered(now) {
                         return Err(Final::Cme(30));
                     }
@@ -1589,13 +2091,151 @@ impl Modem {
                     return Ok(Reply::Deferred);
                 }
                 self.cfun = if fun == 1 { 1 } else { 0 };
+                if fun == 1 {
+                    self.device_busy = p.quirks.busy_after_cfun;
+                }
                 none()
             }
             ("+CPAS", Form::Action) => lines(vec!["+CPAS: 0".into()]),
-            ("+CLIP" | "+CRC" | "+CVHU" | "+CMER" | "+CLCC" | "+CSSN", Form::Set(_)) => none(),
+            ("+CVHU" | "+CMER" | "+CLCC" | "+CSSN", Form::Set(_)) => none(),
             ("^CURC", Form::Set(_)) if p.huawei_urcs => none(),
-            _ => Err(Final::Error),
+            _ => Err(Final::Unsupported),
         }
+    }
+
+    // ----- calls -----
+
+    /// An incoming call: `RING` (or `+CRING: VOICE` after `AT+CRC=1`) and `+CLIP`
+    /// (after `AT+CLIP=1`) on the URC port now and every `interval_ms`, until the host
+    /// hangs up (`ATH`, `AT+CHUP`) or the caller gives up after `count` rings. Returns
+    /// the call id. A call already in progress is replaced (recorded as missed).
+    pub fn ring(&mut self, spec: RingSpec, now: Instant) -> u64 {
+        if let Some(c) = self.call.take() {
+            self.end_call(c, CallOutcome::Missed, None, true);
+        }
+        let id = self.next_call_id;
+        self.next_call_id += 1;
+        self.metrics.calls += 1;
+        self.calls.push(CallRecord {
+            id,
+            from: spec.from.clone(),
+            rings: 0,
+            answered: false,
+            outcome: CallOutcome::Ringing,
+            ended_by: None,
+            ended_on_port: None,
+        });
+        if self.calls.len() > 1000 {
+            self.calls.remove(0);
+        }
+        if self.profile.quirks.call_urcs == CallUrcs::Wavecom && self.wind != 0 && !self.hung {
+            self.urc("+WIND: 5,1");
+        }
+        self.call = Some(Call {
+            id,
+            spec,
+            rings: 0,
+            answered: false,
+            next: now,
+        });
+        self.ring_tick(now);
+        id
+    }
+
+    /// Every call this modem saw (the latest 1000), oldest first.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.calls.clone()
+    }
+
+    fn ring_tick(&mut self, now: Instant) {
+        let Some(c) = self.call.as_mut() else {
+            return;
+        };
+        if c.answered || c.next > now {
+            return;
+        }
+        if c.rings >= c.spec.count {
+            if let Some(c) = self.call.take() {
+                self.end_call(c, CallOutcome::Missed, None, true);
+            }
+            return;
+        }
+        c.rings += 1;
+        c.next = now + Duration::from_millis(c.spec.interval_ms.max(1));
+        let (id, rings, from) = (c.id, c.rings, c.spec.from.clone());
+        if let Some(r) = self.calls.iter_mut().rev().find(|r| r.id == id) {
+            r.rings = rings;
+        }
+        if self.hung {
+            return;
+        }
+        self.metrics.rings += 1;
+        let ring = if self.crc == 1 {
+            "+CRING: VOICE"
+        } else {
+            "RING"
+        };
+        self.urc(ring);
+        if self.clip == 1 {
+            let toa = if from.starts_with('+') { 145 } else { 129 };
+            let tail = self.profile.quirks.clip_tail;
+            self.urc(&format!("+CLIP: \"{from}\",{toa}{tail}"));
+        }
+    }
+
+    /// `ATH`/`AT+CHUP`: ends a call if there is one (always `OK`).
+    fn hang_up(&mut self, by: &str) {
+        if let Some(c) = self.call.take() {
+            self.end_call(c, CallOutcome::HungUp, Some(by), true);
+        }
+    }
+
+    fn end_call(&mut self, c: Call, outcome: CallOutcome, by: Option<&str>, urcs: bool) {
+        match outcome {
+            CallOutcome::HungUp => self.metrics.calls_hung_up += 1,
+            CallOutcome::Missed => self.metrics.calls_missed += 1,
+            _ => {}
+        }
+        let port = by.map(|_| self.cur);
+        if let Some(r) = self.calls.iter_mut().rev().find(|r| r.id == c.id) {
+            r.rings = c.rings;
+            r.answered = c.answered;
+            r.outcome = outcome;
+            r.ended_by = by.map(str::to_string);
+            r.ended_on_port = port;
+        }
+        if !urcs || self.hung {
+            return;
+        }
+        let line = match self.profile.quirks.call_urcs {
+            CallUrcs::Huawei => "^CEND:1,0,29,16",
+            CallUrcs::Wavecom if self.wind != 0 => "+WIND: 6,1",
+            _ => return,
+        };
+        if by.is_some() {
+            self.after_final.push(line);
+        } else {
+            self.urc(line);
+        }
+    }
+
+    /// While a call rings, some firmware refuses SMS commands (per the ring request).
+    fn call_blocks_sms(&self) -> Result<(), Final> {
+        match &self.call {
+            Some(c) if !c.answered => match c.spec.cms_error {
+                Some(code) => Err(Final::Cms(code)),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    fn gps(&mut self, on: bool, now: Instant) {
+        self.nmea_next = if on && self.nmea_port.is_some() {
+            Some(now)
+        } else {
+            None
+        };
     }
 
     fn used(&self, mem: usize) -> usize {
@@ -1617,7 +2257,7 @@ impl Modem {
     /// `+CMGL`/`+CMGR` header and body for a stored message.
     fn render(&self, st: &Stored, idx: usize, list: bool) -> (String, String) {
         let i = &st.inbound;
-        if self.cmgf == 0 {
+        if self.s.cmgf == 0 {
             let head = if list {
                 format!("+CMGL: {idx},{},,{}", st.stat, i.tpdu.len())
             } else {
@@ -1629,7 +2269,7 @@ impl Modem {
         let ts = pdu::scts_text(i.scts_unix);
         match i.kind {
             InboundKind::Sms => {
-                let extra = if self.csdh == 1 {
+                let extra = if self.s.csdh == 1 {
                     let toa = if i.addr.starts_with('+') { 145 } else { 129 };
                     format!(",{toa},{}", i.text.chars().count())
                 } else {
@@ -1788,12 +2428,14 @@ impl Modem {
                 status_override: self.status_override(),
             }))
         };
-        self.pending_send = Some(PendingSend {
+        self.s.pending_send = Some(PendingSend {
             at: now + Duration::from_millis(latency),
             result,
         });
-        if latency == 0 {
-            self.handle_timeout(now);
+        if latency == 0
+            && let Some(p) = self.s.pending_send.take()
+        {
+            self.finish_send(p.result, now);
         }
         Ok(())
     }
@@ -1818,10 +2460,10 @@ impl Modem {
                 self.hung = true;
             }
         }
-        let rest = std::mem::take(&mut self.deferred_input);
+        let rest = std::mem::take(&mut self.s.deferred_input);
         if !rest.is_empty() {
             self.metrics.bytes_in -= rest.len() as u64;
-            self.input(&rest, now);
+            self.feed(&rest, now);
         }
     }
 }

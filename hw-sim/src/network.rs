@@ -27,11 +27,22 @@ pub enum IoCmd {
     Replug { down_ms: u64 },
 }
 
-/// Where a modem's port is right now.
+/// Where a modem's ports are right now.
 #[derive(Debug, Clone, Default)]
 pub struct IoState {
     pub online: bool,
+    /// The primary AT port's `/dev/pts/N`.
     pub pty: Option<PathBuf>,
+    /// Every port's `/dev/pts/N`, in layout order.
+    pub ports: Vec<Option<PathBuf>>,
+}
+
+/// One tty of a device and the symlinks that name it.
+#[derive(Debug, Clone)]
+pub struct PortLinks {
+    pub spec: crate::zoo::PortSpec,
+    /// `DIR/modem<i>-if<NN>`, and first `DIR/modem<i>` for the primary AT port.
+    pub links: Vec<PathBuf>,
 }
 
 /// One modem as the network, its IO task and the control API share it.
@@ -41,7 +52,12 @@ pub struct ModemCell {
     pub notify: Notify,
     pub io: Mutex<IoState>,
     pub ctl: mpsc::UnboundedSender<IoCmd>,
+    /// `DIR/modem<i>`: the primary AT port.
     pub link: PathBuf,
+    /// The device's ttys in layout order (one for a serial modem).
+    pub ports: Vec<PortLinks>,
+    /// Index in `ports` of the primary AT port.
+    pub primary: usize,
 }
 
 /// Poison-tolerant lock: a panicking test thread must not wedge the whole bank.

@@ -4,10 +4,12 @@
 //! prompt bytes, URCs, storage size and index base, supported CNMI values — and the
 //! deterministic MSISDN/IMSI/ICCID/IMEI of each modem.
 
+pub use crate::zoo::{CcidStyle, PortRole, PortSpec, Quirks};
 use serde::{Deserialize, Serialize};
 
-/// A firmware family. `Mixed` is only a bank setting: modem i gets the i-th of the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// A firmware family. `Mixed` and `Zoo` are only bank settings: modem i gets the i-th
+/// of the old five (`Mixed`) or of the real-model profiles (`Zoo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ProfileName {
     #[default]
@@ -18,39 +20,130 @@ pub enum ProfileName {
     /// Siemens-MC55-like: answers `OK` to a `+CMGS` that failed.
     Okfail,
     Mixed,
+    /// Huawei E1752 3G stick (three ttys: modem, voice, PCUI).
+    #[serde(rename = "huawei-e1752")]
+    HuaweiE1752,
+    /// Huawei K3715 (Vodafone) stick.
+    #[serde(rename = "huawei-k3715")]
+    HuaweiK3715,
+    /// ZTE K3565-Z (Vodafone) stick.
+    #[serde(rename = "zte-k3565z")]
+    ZteK3565z,
+    /// Qualcomm M6280 (ZTE-built) stick.
+    #[serde(rename = "qualcomm-m6280")]
+    QualcommM6280,
+    /// Wavecom Fastrack (M1306B), `+CGMM` "MULTIBAND 900E 1800".
+    #[serde(rename = "wavecom-fastrack")]
+    WavecomFastrack,
+    /// Nokia N79, a Symbian S60 phone on USB.
+    #[serde(rename = "nokia-n79")]
+    NokiaN79,
+    /// Siemens TC35 serial terminal (19200 baud).
+    #[serde(rename = "siemens-tc35")]
+    SiemensTc35,
+    /// SIMCom SIM7600 (five ttys: QCDM, NMEA, AT, AT, audio).
+    #[serde(rename = "simcom-sim7600")]
+    SimcomSim7600,
+    /// SIMCom A7672: `ATE0` is answered but echo stays on.
+    #[serde(rename = "simcom-a7672")]
+    SimcomA7672,
+    /// Quectel EC25 (four ttys: QCDM, NMEA, AT primary, AT secondary).
+    #[serde(rename = "quectel-ec25")]
+    QuectelEc25,
+    /// Sierra Wireless EM7455 (QCDM, NMEA, AT).
+    #[serde(rename = "sierra-em7455")]
+    SierraEm7455,
+    /// u-blox SARA-U260 (three AT ports, GNSS tunnel, two diagnostic logs).
+    #[serde(rename = "ublox-sara-u2")]
+    UbloxSaraU2,
+    /// Cinterion PLS8 (AT/PPP, AT primary, NMEA, two unknown ports).
+    #[serde(rename = "cinterion-pls8")]
+    CinterionPls8,
+    /// Telit LE910C1 (QCDM, NMEA, AT primary, AT secondary, ignored port).
+    #[serde(rename = "telit-le910c1")]
+    TelitLe910c1,
+    /// Cycles through the real-model profiles above.
+    Zoo,
 }
+
+/// The old five, as `mixed` cycles them.
+const MIXED: [ProfileName; 5] = [
+    ProfileName::Generic,
+    ProfileName::Huawei,
+    ProfileName::Simcom,
+    ProfileName::Quectel,
+    ProfileName::Okfail,
+];
+
+/// Every real-model profile, as `zoo` cycles them.
+pub const ZOO: [ProfileName; 14] = [
+    ProfileName::HuaweiE1752,
+    ProfileName::HuaweiK3715,
+    ProfileName::ZteK3565z,
+    ProfileName::QualcommM6280,
+    ProfileName::WavecomFastrack,
+    ProfileName::NokiaN79,
+    ProfileName::SiemensTc35,
+    ProfileName::SimcomSim7600,
+    ProfileName::SimcomA7672,
+    ProfileName::QuectelEc25,
+    ProfileName::SierraEm7455,
+    ProfileName::UbloxSaraU2,
+    ProfileName::CinterionPls8,
+    ProfileName::TelitLe910c1,
+];
+
+/// Every name `--profile` accepts.
+pub const ALL: [ProfileName; 21] = [
+    ProfileName::Generic,
+    ProfileName::Huawei,
+    ProfileName::Simcom,
+    ProfileName::Quectel,
+    ProfileName::Okfail,
+    ProfileName::Mixed,
+    ProfileName::HuaweiE1752,
+    ProfileName::HuaweiK3715,
+    ProfileName::ZteK3565z,
+    ProfileName::QualcommM6280,
+    ProfileName::WavecomFastrack,
+    ProfileName::NokiaN79,
+    ProfileName::SiemensTc35,
+    ProfileName::SimcomSim7600,
+    ProfileName::SimcomA7672,
+    ProfileName::QuectelEc25,
+    ProfileName::SierraEm7455,
+    ProfileName::UbloxSaraU2,
+    ProfileName::CinterionPls8,
+    ProfileName::TelitLe910c1,
+    ProfileName::Zoo,
+];
 
 impl std::str::FromStr for ProfileName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "generic" => ProfileName::Generic,
-            "huawei" => ProfileName::Huawei,
-            "simcom" => ProfileName::Simcom,
-            "quectel" => ProfileName::Quectel,
-            "okfail" | "ok-on-failure" | "siemens" => ProfileName::Okfail,
-            "mixed" => ProfileName::Mixed,
-            _ => {
-                return Err(format!(
-                    "unknown profile {s:?} (generic, huawei, simcom, quectel, okfail, mixed)"
-                ));
-            }
-        })
+        let l = s.to_ascii_lowercase().replace('_', "-");
+        match l.as_str() {
+            "okfail" | "ok-on-failure" | "siemens" => return Ok(ProfileName::Okfail),
+            "wavecom" | "wavecom-m1306b" => return Ok(ProfileName::WavecomFastrack),
+            "zte-k3565-z" => return Ok(ProfileName::ZteK3565z),
+            _ => {}
+        }
+        ALL.iter()
+            .copied()
+            .find(|p| p.as_str() == l)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ALL.iter().map(|p| p.as_str()).collect();
+                format!("unknown profile {s:?} ({})", names.join(", "))
+            })
     }
 }
 
 impl ProfileName {
-    /// Resolves `Mixed` for one modem index.
+    /// Resolves `Mixed`/`Zoo` for one modem index.
     pub fn for_index(self, index: usize) -> ProfileName {
-        const CYCLE: [ProfileName; 5] = [
-            ProfileName::Generic,
-            ProfileName::Huawei,
-            ProfileName::Simcom,
-            ProfileName::Quectel,
-            ProfileName::Okfail,
-        ];
         match self {
-            ProfileName::Mixed => CYCLE[index % CYCLE.len()],
+            ProfileName::Mixed => MIXED[index % MIXED.len()],
+            ProfileName::Zoo => ZOO[index % ZOO.len()],
             p => p,
         }
     }
@@ -63,6 +156,21 @@ impl ProfileName {
             ProfileName::Quectel => "quectel",
             ProfileName::Okfail => "okfail",
             ProfileName::Mixed => "mixed",
+            ProfileName::HuaweiE1752 => "huawei-e1752",
+            ProfileName::HuaweiK3715 => "huawei-k3715",
+            ProfileName::ZteK3565z => "zte-k3565z",
+            ProfileName::QualcommM6280 => "qualcomm-m6280",
+            ProfileName::WavecomFastrack => "wavecom-fastrack",
+            ProfileName::NokiaN79 => "nokia-n79",
+            ProfileName::SiemensTc35 => "siemens-tc35",
+            ProfileName::SimcomSim7600 => "simcom-sim7600",
+            ProfileName::SimcomA7672 => "simcom-a7672",
+            ProfileName::QuectelEc25 => "quectel-ec25",
+            ProfileName::SierraEm7455 => "sierra-em7455",
+            ProfileName::UbloxSaraU2 => "ublox-sara-u2",
+            ProfileName::CinterionPls8 => "cinterion-pls8",
+            ProfileName::TelitLe910c1 => "telit-le910c1",
+            ProfileName::Zoo => "zoo",
         }
     }
 }
@@ -78,7 +186,7 @@ pub struct Profile {
     pub prompt: &'static [u8],
     /// Answer `OK` (no `+CMGS:`) when a send fails, as the Siemens MC55 default does.
     pub ok_on_failure: bool,
-    /// Huawei `^RSSI`/`^MODE`/`^BOOT` URCs and `AT^ICCID?`.
+    /// Huawei `^RSSI`/`^MODE`/`^BOOT`/`^CEND` URCs and `AT^CURC`.
     pub huawei_urcs: bool,
     /// How often a Huawei says `^BOOT` on its own, in seconds (0 = never).
     pub boot_urc_secs: u64,
@@ -92,6 +200,8 @@ pub struct Profile {
     pub act: u8,
     /// USSD strings travel as packed GSM 7-bit hex (Huawei) rather than text.
     pub ussd_packed_hex: bool,
+    /// Everything else a real model does differently (see [`crate::zoo`]).
+    pub quirks: Quirks,
 }
 
 impl Profile {
@@ -110,9 +220,10 @@ impl Profile {
             cnmi_ds: &[0, 1, 2],
             act: 2,
             ussd_packed_hex: false,
+            quirks: Quirks::default(),
         };
         match name {
-            ProfileName::Generic | ProfileName::Mixed => generic,
+            ProfileName::Generic | ProfileName::Mixed | ProfileName::Zoo => generic,
             ProfileName::Huawei => Profile {
                 name,
                 manufacturer: "huawei",
@@ -124,6 +235,10 @@ impl Profile {
                 first_index: 0,
                 act: 7,
                 ussd_packed_hex: true,
+                quirks: Quirks {
+                    vendor_iccid: Some(crate::zoo::HUAWEI_ICCID),
+                    ..Quirks::default()
+                },
                 ..generic
             },
             ProfileName::Simcom => Profile {
@@ -135,6 +250,10 @@ impl Profile {
                 storage: 30,
                 first_index: 1,
                 act: 0,
+                quirks: Quirks {
+                    ccid: CcidStyle::Bare,
+                    ..Quirks::default()
+                },
                 ..generic
             },
             ProfileName::Quectel => Profile {
@@ -146,6 +265,10 @@ impl Profile {
                 first_index: 0,
                 cnmi_ds: &[0, 2],
                 act: 7,
+                quirks: Quirks {
+                    vendor_iccid: Some(crate::zoo::QUECTEL_ICCID),
+                    ..Quirks::default()
+                },
                 ..generic
             },
             ProfileName::Okfail => Profile {
@@ -158,7 +281,17 @@ impl Profile {
                 act: 0,
                 ..generic
             },
+            other => crate::zoo::profile(other, generic),
         }
+    }
+
+    /// The AT ports of this profile's layout, in session order (primary first).
+    pub fn at_ports(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.quirks.ports.len())
+            .filter(|&i| self.quirks.ports[i].role.is_at())
+            .collect();
+        v.sort_by_key(|&i| self.quirks.ports[i].role != PortRole::AtPrimary);
+        v
     }
 }
 
@@ -217,6 +350,7 @@ impl Identity {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -248,5 +382,11 @@ mod tests {
         assert_eq!(ProfileName::Generic.for_index(1), ProfileName::Generic);
         assert_eq!("SIMCOM".parse::<ProfileName>(), Ok(ProfileName::Simcom));
         assert!("nokia".parse::<ProfileName>().is_err());
+        for p in ALL {
+            assert_eq!(p.as_str().parse::<ProfileName>(), Ok(p));
+            let j = serde_json::to_string(&p).unwrap();
+            assert_eq!(j, format!("\"{}\"", p.as_str()));
+        }
+        assert_eq!(ProfileName::Zoo.for_index(0), ProfileName::HuaweiE1752);
     }
 }

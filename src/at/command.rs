@@ -26,6 +26,7 @@ pub struct Command {
     text: String,
     expect: Vec<String>,
     raw: bool,
+    lenient: bool,
     timeout: Duration,
     payload: Option<Vec<u8>>,
 }
@@ -37,6 +38,7 @@ impl Command {
             text: text.into(),
             expect: Vec::new(),
             raw: false,
+            lenient: false,
             timeout: DEFAULT_TIMEOUT,
             payload: None,
         }
@@ -50,9 +52,24 @@ impl Command {
     }
 
     /// The command answers with bare text lines (`AT+CGSN`, `AT+CIMI`, `ATI`): every line
-    /// that is not a recognised URC belongs to it.
+    /// that is not a recognised URC belongs to it — except a line that starts like a
+    /// vendor result (`+`, `^`, `#`, `!`, `$`, `%`, `*`) under another name than the
+    /// command's own or an expected prefix (`+QIND: ...` is never an IMEI).
     pub fn expect_raw(mut self) -> Self {
         self.raw = true;
+        self
+    }
+
+    /// The answer line alone suffices: when firmware sends it but no final result (old
+    /// Wavecom answers `AT+CPIN?` with `+CPIN: READY` and nothing more), the command
+    /// completes with [`FinalResult::Implied`](super::FinalResult::Implied) once the line
+    /// has been quiet for [`SessionConfig::implied_final_after`](super::SessionConfig).
+    /// Only for queries whose answer line carries everything: never for a command whose
+    /// final result is the point (`AT+CMGS`, `AT+CPIN=<pin>`, `AT+CMGD`, any setting),
+    /// nor one whose answer is a list of unknown length (`AT+CMGL`). A command with a
+    /// payload cannot be lenient.
+    pub fn lenient(mut self) -> Self {
+        self.lenient = true;
         self
     }
 
@@ -100,52 +117,61 @@ impl Command {
 
     /// `AT+CSQ`.
     pub fn csq() -> Self {
-        Self::new("AT+CSQ").expect("+CSQ:")
+        Self::new("AT+CSQ").expect("+CSQ:").lenient()
     }
 
     /// `AT+CREG?`.
     pub fn creg_query() -> Self {
-        Self::new("AT+CREG?").expect("+CREG:")
+        Self::new("AT+CREG?").expect("+CREG:").lenient()
     }
 
-    /// `AT+CPIN?`.
+    /// `AT+CPIN?` (the query; entering a PIN is never lenient).
     pub fn cpin_query() -> Self {
-        Self::new("AT+CPIN?").expect("+CPIN:")
+        Self::new("AT+CPIN?").expect("+CPIN:").lenient()
     }
 
     /// `AT+COPS?`.
     pub fn cops_query() -> Self {
-        Self::new("AT+COPS?").expect("+COPS:")
+        Self::new("AT+COPS?").expect("+COPS:").lenient()
     }
 
     /// `AT+CSCA?` (SMSC address).
     pub fn csca_query() -> Self {
-        Self::new("AT+CSCA?").expect("+CSCA:")
+        Self::new("AT+CSCA?").expect("+CSCA:").lenient()
     }
 
     /// `AT+CGSN` (IMEI, bare line).
     pub fn cgsn() -> Self {
-        Self::new("AT+CGSN").expect_raw()
+        Self::new("AT+CGSN").expect_raw().lenient()
     }
 
     /// `AT+CIMI` (IMSI, bare line).
     pub fn cimi() -> Self {
-        Self::new("AT+CIMI").expect_raw()
+        Self::new("AT+CIMI").expect_raw().lenient()
     }
 
     /// `AT+CGMI` (manufacturer, bare line).
     pub fn cgmi() -> Self {
-        Self::new("AT+CGMI").expect_raw()
+        Self::new("AT+CGMI").expect_raw().lenient()
     }
 
     /// `AT+CGMM` (model, bare line).
     pub fn cgmm() -> Self {
-        Self::new("AT+CGMM").expect_raw()
+        Self::new("AT+CGMM").expect_raw().lenient()
     }
 
-    /// `ATI` (identification, bare lines).
+    /// `ATI` (identification, bare lines; some firmware adds `+GCAP: ...`).
     pub fn ati() -> Self {
-        Self::new("ATI").expect_raw()
+        Self::new("ATI").expect("+GCAP:").expect_raw().lenient()
+    }
+
+    /// `AT+CRSM=176,12258,0,0,10`: READ BINARY of EF_ICCID (2FE2), the SIM's ICCID as
+    /// stored (nibble-swapped BCD), for modems without a `+CCID`-like command. Readable
+    /// without the PIN.
+    pub fn crsm_iccid() -> Self {
+        Self::new("AT+CRSM=176,12258,0,0,10")
+            .expect("+CRSM:")
+            .lenient()
     }
 
     /// `AT+CUSD=1,"<req>",15`. The network's answer comes as a `+CUSD:` URC, usually
@@ -169,6 +195,11 @@ impl Command {
         self.raw
     }
 
+    /// Whether the answer line alone may complete it (see [`Command::lenient`]).
+    pub fn is_lenient(&self) -> bool {
+        self.lenient
+    }
+
     /// The timeout.
     pub fn timeout_duration(&self) -> Duration {
         self.timeout
@@ -182,6 +213,39 @@ impl Command {
     /// Whether `line` is a response line of this command by prefix.
     pub(crate) fn matches_prefix(&self, line: &str) -> bool {
         self.expect.iter().any(|p| starts_with_ignore_case(line, p))
+    }
+
+    /// The command's own result name, from its text: `+CGMI` for `AT+CGMI`, `^ICCID`
+    /// for `AT^ICCID?`; `None` for basic commands (`ATI`).
+    pub(crate) fn own_name(&self) -> Option<&str> {
+        let rest = self
+            .text
+            .get(2..)
+            .filter(|_| starts_with_ignore_case(&self.text, "AT"))?;
+        let b = rest.as_bytes();
+        if !matches!(b.first(), Some(c) if VENDOR_MARKS.contains(c)) {
+            return None;
+        }
+        let len = 1 + b
+            .iter()
+            .skip(1)
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
+        (len > 1).then(|| rest.get(..len)).flatten()
+    }
+
+    /// Whether a bare-line answer of a raw command may be `line`: anything but a line
+    /// that starts like a vendor result under a name not its own (`+QIND: ...`,
+    /// `+PACSP1`, `^SRVST:1` during `AT+CGSN`).
+    pub(crate) fn may_be_raw_answer(&self, line: &str) -> bool {
+        if !matches!(line.as_bytes().first(), Some(c) if VENDOR_MARKS.contains(c)) {
+            return true;
+        }
+        self.matches_prefix(line)
+            || self.own_name().is_some_and(|name| {
+                starts_with_ignore_case(line, name)
+                    && matches!(line.as_bytes().get(name.len()), None | Some(b':' | b' '))
+            })
     }
 
     /// Whether `line` is the modem echoing our command line (ATE1, or after a reset).
@@ -215,9 +279,16 @@ impl Command {
         {
             return bad("Ctrl-Z or ESC inside the payload");
         }
+        if self.lenient && self.payload.is_some() {
+            return bad("a command with a payload needs its final result");
+        }
         Ok(())
     }
 }
+
+/// The characters that start an extended or vendor result name (V.250 `+`, Huawei `^`,
+/// Telit `#`, Sierra `!`, Qualcomm `$`, `%`, Sony Ericsson `*`).
+const VENDOR_MARKS: &[u8] = b"+^#!$%*";
 
 pub(crate) fn starts_with_ignore_case(line: &str, prefix: &str) -> bool {
     line.len() >= prefix.len()

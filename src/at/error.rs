@@ -109,7 +109,8 @@ static CME_TABLE: &[Entry] = &[
     e(11, "SIM PIN required", Sim),
     e(12, "SIM PUK required", Sim),
     e(13, "SIM failure", Sim),
-    e(14, "SIM busy", Temp),
+    // "SIM not ready": MediaTek-based firmware's verbose text for the same state.
+    ea(14, "SIM busy", Temp, &["sim not ready"]),
     e(15, "SIM wrong", Sim),
     e(16, "incorrect password", Sim),
     e(17, "SIM PIN2 required", Sim),
@@ -148,6 +149,15 @@ static CME_TABLE: &[Entry] = &[
     e(112, "location area not allowed", Sim),
     e(113, "roaming not allowed in this location area", Sim),
     e(148, "unspecified GPRS error", Temp),
+    // Vendor (Wavecom/Sierra): the command came while the ME was still starting or busy
+    // with another; it was not carried out (python-gsmmodem test/fakemodems.py: after
+    // AT+CFUN=1 a Wavecom answers this to the next commands).
+    ea(
+        515,
+        "please wait, init or command processing in progress",
+        Temp,
+        &["please wait", "device busy"],
+    ),
 ];
 
 /// +CMS ERROR codes: 3GPP TS 27.005 §3.2.5 (300..=511), RP-causes of TS 24.011 Annex E
@@ -448,6 +458,14 @@ impl CmeError {
     pub const NO_NETWORK_SERVICE: u16 = 30;
     /// 100: unknown error.
     pub const UNKNOWN: u16 = 100;
+    /// 515 (vendor): please wait, init or command processing in progress.
+    pub const DEVICE_BUSY: u16 = 515;
+
+    /// Whether the SIM or the device was busy (14, 515): the command was not carried
+    /// out and may be sent again.
+    pub fn is_busy(&self) -> bool {
+        matches!(self.code, Some(Self::SIM_BUSY | Self::DEVICE_BUSY))
+    }
 }
 
 impl CmsError {
@@ -479,6 +497,12 @@ impl CmsError {
     pub const NETWORK_TIMEOUT: u16 = 332;
     /// 500: unknown error.
     pub const UNKNOWN_ERROR: u16 = 500;
+
+    /// Whether the SIM was busy (314): the command was not carried out and may be sent
+    /// again.
+    pub fn is_busy(&self) -> bool {
+        self.code == Some(Self::SIM_BUSY)
+    }
 }
 
 #[cfg(test)]

@@ -28,16 +28,59 @@ pub enum FinalResult {
     NoDialtone,
     /// `CONNECT [<text>]`: the modem left command mode.
     Connect(String),
-    /// `COMMAND NOT SUPPORT` (Huawei's final result for an unknown command).
+    /// `COMMAND NOT SUPPORT` (Huawei's final result for an unknown command) and its
+    /// spellings `NOT SUPPORT`, `COMMAND NOT SUPPORTED`, `NOT SUPPORTED`.
     NotSupported,
+    /// Any other non-standard refusal, the line as sent: `TOO MANY PARAMETERS`,
+    /// `ERROR: <text>`, `ERROR <n>`, `MODEM ERROR: <n>` (Motorola), `+EXT ERROR: <n>`
+    /// (V.250 extended errors). The device said no; the link is fine.
+    Rejected(String),
+    /// No final result came, but the command was [lenient](super::Command::lenient) and
+    /// its answer line arrived, followed by a quiet period: firmware that omits the `OK`
+    /// after an identification or status line (old Wavecom `+CPIN: READY`). Counts as
+    /// success.
+    Implied,
 }
 
 impl FinalResult {
-    /// Whether the command succeeded.
+    /// Whether the command succeeded (`OK`, or an [implied](FinalResult::Implied) one).
     pub fn is_ok(&self) -> bool {
-        matches!(self, Self::Ok)
+        matches!(self, Self::Ok | Self::Implied)
+    }
+
+    /// Whether this is a "busy, try again" refusal: SIM busy (`+CME ERROR: 14`,
+    /// `+CMS ERROR: 314`) or the vendor "please wait, device busy" (`+CME ERROR: 515`).
+    /// The command was not carried out, so sending it again is safe.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Self::CmeError(e) => e.is_busy(),
+            Self::CmsError(e) => e.is_busy(),
+            _ => false,
+        }
     }
 }
+
+/// Refusals that firmware sends instead of `ERROR`, as whole lines (compared without
+/// case). Sources: gammu `libgammu/protocol/at/at.c` (`COMMAND NOT SUPPORT`, Huawei;
+/// `MODEM ERROR:`, Motorola A1200), ModemManager `src/mm-serial-parsers.c`
+/// (`COMMAND NOT SUPPORT`, `MODEM ERROR:`), lua-gsmmodem's AT stream (`TOO MANY
+/// PARAMETERS`), python-gsmmodem `test/fakemodems.py` (Huawei E1752), ofono gatchat and
+/// the Android reference RIL (`+EXT ERROR:`).
+const NOT_SUPPORTED_WORDS: &[&str] = &[
+    "COMMAND NOT SUPPORT",
+    "COMMAND NOT SUPPORTED",
+    "NOT SUPPORT",
+    "NOT SUPPORTED",
+];
+const REJECTION_WORDS: &[&str] = &[
+    "TOO MANY PARAMETERS",
+    "TOO FEW PARAMETERS",
+    "INVALID COMMAND",
+    "INVALID PARAMETER",
+    "INVALID PARAMETERS",
+    "UNKNOWN COMMAND",
+];
+const REJECTION_PREFIXES: &[&str] = &["MODEM ERROR", "+EXT ERROR"];
 
 /// Parses a final result code, `None` for any other line.
 pub fn parse_final(line: &str) -> Option<FinalResult> {
@@ -67,8 +110,22 @@ pub fn parse_final(line: &str) -> Option<FinalResult> {
     if eq("NO DIALTONE") || eq("NO DIAL TONE") {
         return Some(FinalResult::NoDialtone);
     }
-    if eq("COMMAND NOT SUPPORT") {
+    if NOT_SUPPORTED_WORDS.iter().any(|w| eq(w)) {
         return Some(FinalResult::NotSupported);
+    }
+    if REJECTION_WORDS.iter().any(|w| eq(w)) {
+        return Some(FinalResult::Rejected(l.to_owned()));
+    }
+    if let Some(rest) = strip_prefix_ignore_case(l, "ERROR")
+        && rest.starts_with([':', ' ', ','])
+    {
+        // `ERROR: <text>`, `ERROR 4`: an error with a detail that is no CME/CMS code.
+        return Some(FinalResult::Rejected(l.to_owned()));
+    }
+    if REJECTION_PREFIXES.iter().any(|p| {
+        strip_prefix_ignore_case(l, p).is_some_and(|r| r.is_empty() || r.starts_with([':', ' ']))
+    }) {
+        return Some(FinalResult::Rejected(l.to_owned()));
     }
     if let Some(rest) = strip_prefix_ignore_case(l, "CONNECT")
         && (rest.is_empty() || rest.starts_with(' '))
@@ -176,6 +233,25 @@ pub enum Urc {
     SmsReady,
     /// `Call Ready`.
     CallReady,
+    /// `^SYSSTART` (Cinterion): the modem (re)booted.
+    SysStart,
+    /// `+CRING: <type>`: an incoming call and its type (`VOICE`, `FAX`...), the extended
+    /// form of `RING` (`AT+CRC=1`).
+    Cring(String),
+    /// `+CLIP: <number>,<type>[,...]`: who is calling (`AT+CLIP=1`); the number is empty
+    /// when the caller withholds it.
+    Clip {
+        /// The caller's number as sent.
+        number: String,
+        /// Its type of address (145 international, 129 national...).
+        toa: Option<u8>,
+    },
+    /// A vendor status line recognised as unsolicited but not acted on, as sent: boot and
+    /// SIM progress (`PB DONE`, `SMS DONE`, `+QIND:`, `+QUSIM:`, `+PACSP1`, `^SRVST:`),
+    /// power warnings, indications (`+WIND:`, `+CIEV:`, `^DSFLOWRPT:`), Huawei call
+    /// progress (`^ORIG:`, `^CONF:`, `^CONN:`, `^CEND:`). Recognising them keeps them out
+    /// of bare-line answers (an IMEI is never `PB DONE`).
+    Status(String),
     /// A two-line URC (`+CMT:`, `+CDS:`, `+CBM:`) whose data line never arrived intact: it
     /// was garbled on the wire, did not have the announced length, or another header, a
     /// final result or a timeout came in its place. The message was not read, so it must
@@ -194,6 +270,16 @@ impl Urc {
     /// Whether this URC was recognised (not [`Urc::Other`]).
     pub fn is_known(&self) -> bool {
         !matches!(self, Urc::Other(_))
+    }
+
+    /// Whether this announces an incoming call (`RING`, `+CRING`, `+CLIP`).
+    pub fn is_call(&self) -> bool {
+        matches!(self, Urc::Ring | Urc::Cring(_) | Urc::Clip { .. })
+    }
+
+    /// Whether this says the modem (re)started (`RDY`, `^SYSSTART`): its settings are gone.
+    pub fn is_restart(&self) -> bool {
+        matches!(self, Urc::Rdy | Urc::SysStart)
     }
 
     /// Whether this is a direct delivery (`+CMT`/`+CDS`, read or [`Urc::Unreadable`]) that
@@ -393,6 +479,12 @@ pub fn parse_urc(line: &str) -> Urc {
     if eq("Call Ready") {
         return Urc::CallReady;
     }
+    if eq("^SYSSTART") {
+        return Urc::SysStart;
+    }
+    if STATUS_LINES.iter().any(|w| eq(w)) {
+        return Urc::Status(l.to_owned());
+    }
     let Some((name, rest)) = l.split_once(':') else {
         return other();
     };
@@ -436,9 +528,59 @@ pub fn parse_urc(line: &str) -> Urc {
         "^SIMST" => Urc::Simst(rest.to_owned()),
         "+CPIN" if !rest.is_empty() => Urc::Cpin(rest.to_owned()),
         "+CFUN" => rest.parse().map_or_else(|_| other(), Urc::Cfun),
+        "+CRING" if !rest.is_empty() => Urc::Cring(rest.to_owned()),
+        "+CLIP" => match (p.first(), p.get(1).map(|t| t.parse::<u8>())) {
+            (Some(number), Some(Ok(toa))) => Urc::Clip {
+                number: number.clone(),
+                toa: Some(toa),
+            },
+            _ => other(),
+        },
+        n if STATUS_NAMES.contains(&n) => Urc::Status(l.to_owned()),
         _ => other(),
     }
 }
+
+/// Vendor status lines without parameters, sent unsolicited (compared without case).
+/// Sources: SIMCom and Quectel hardware manuals' power-on/power-down URCs (`PB DONE`,
+/// `SMS DONE`, `NORMAL POWER DOWN`, `UNDER-VOLTAGE WARNNING` sic), Cinterion
+/// (`^SHUTDOWN`), Quectel (`POWERED DOWN`, `+PACSP1`).
+const STATUS_LINES: &[&str] = &[
+    "PB DONE",
+    "SMS DONE",
+    "NORMAL POWER DOWN",
+    "POWERED DOWN",
+    "UNDER-VOLTAGE WARNNING",
+    "OVER-VOLTAGE WARNNING",
+    "UNDER-VOLTAGE POWER DOWN",
+    "OVER-VOLTAGE POWER DOWN",
+    "^SHUTDOWN",
+    "+PACSP0",
+    "+PACSP1",
+];
+
+/// Names (upper case, with their prefix character) of vendor status URCs with
+/// parameters. Sources: gammu `libgammu/protocol/at/at.c` (`^DSFLOWRPT`, `^SCN`),
+/// python-gsmmodem `test/fakemodems.py` (`+WIND`, Huawei `^ORIG`/`^CONF`/`^CONN`/`^CEND`),
+/// ModemManager's Huawei and Quectel plugins (`^SRVST`, `^SIMST`, `+QIND`, `+QUSIM`),
+/// 27.007 (`+CIEV`, `+CGEV`).
+const STATUS_NAMES: &[&str] = &[
+    "+QIND",
+    "+QUSIM",
+    "+WIND",
+    "+CIEV",
+    "+CGEV",
+    "+STIN",
+    "^SRVST",
+    "^DSFLOWRPT",
+    "^SMMEMFULL",
+    "^STIN",
+    "^SCN",
+    "^ORIG",
+    "^CONF",
+    "^CONN",
+    "^CEND",
+];
 
 /// The `i`-th parameter of the raw text, quotes removed but content untouched (a USSD text
 /// may contain commas inside its quotes and spaces that must survive).
@@ -505,6 +647,44 @@ mod tests {
             parse_final("+CME ERROR"),
             Some(FinalResult::CmeError(CmeError::parse("")))
         );
+        // Non-standard refusals (sources in REJECTION_WORDS' comment).
+        for w in [
+            "COMMAND NOT SUPPORT",
+            "command not supported",
+            "NOT SUPPORT",
+            "NOT SUPPORTED",
+        ] {
+            assert_eq!(parse_final(w), Some(FinalResult::NotSupported), "{w}");
+        }
+        for w in [
+            "TOO MANY PARAMETERS",
+            "ERROR: 4",
+            "ERROR: invalid input value",
+            "ERROR 3",
+            "MODEM ERROR: 2",
+            "+EXT ERROR: 1",
+            "+ext error:0",
+        ] {
+            assert_eq!(
+                parse_final(w),
+                Some(FinalResult::Rejected(w.to_owned())),
+                "{w}"
+            );
+        }
+        for not in ["ERRORS", "ERRORED", "MODEM ERRORS", "SUPPORT", "+CMGS: 3"] {
+            assert_eq!(parse_final(not), None, "{not}");
+        }
+        // Busy refusals: the command was not carried out.
+        for busy in [
+            "+CME ERROR: 14",
+            "+CME ERROR: 515",
+            "+CMS ERROR: 314",
+            "+CME ERROR: SIM busy",
+        ] {
+            assert!(parse_final(busy).is_some_and(|r| r.is_busy()), "{busy}");
+        }
+        assert!(!parse_final("+CME ERROR: 10").is_some_and(|r| r.is_busy()));
+        assert!(FinalResult::Implied.is_ok());
     }
 
     #[test]
@@ -573,12 +753,31 @@ mod tests {
         assert_eq!(parse_urc("+CFUN: 1"), Urc::Cfun(1));
         assert_eq!(parse_urc("SMS Ready"), Urc::SmsReady);
         assert_eq!(parse_urc("Call Ready"), Urc::CallReady);
+        assert_eq!(parse_urc("^SYSSTART"), Urc::SysStart);
+        assert_eq!(parse_urc("+CRING: VOICE"), Urc::Cring("VOICE".into()));
+        assert_eq!(
+            parse_urc("+CLIP: \"+4917012345678\",145,,,,0"),
+            Urc::Clip {
+                number: "+4917012345678".into(),
+                toa: Some(145)
+            }
+        );
+        for status in [
+            "PB DONE",
+            "+QIND: PB DONE",
+            "+WIND: 4",
+            "+PACSP1",
+            "^SRVST:2",
+        ] {
+            assert_eq!(parse_urc(status), Urc::Status(status.into()), "{status}");
+        }
         for junk in [
             "+CMTI: \"SM\"",
             "+CMTI:",
             "^RSSI: x",
             "+CFUN: 999",
-            "PB DONE",
+            "PB DONE!",
+            "+CLIP: 1",
             ":",
             "",
         ] {

@@ -6,8 +6,15 @@
 //!
 //! Line attribution (the heart of it): while a command is in flight a line belongs to it
 //! when it starts with one of its expected prefixes, or when the command answers with bare
-//! lines and the line is not a recognised URC; the echo of the command (or of its payload)
-//! is dropped; a final result code finishes it; anything else is a URC. A header announcing
+//! lines and the line is neither a recognised URC nor a vendor result under another name
+//! (`+QIND: ...` during `AT+CGSN`); the echo of the command (or of its payload) is dropped,
+//! and lines that came before the echo were unsolicited (the modem had not read the
+//! command yet); a final result code finishes it (see [`parse_final`] for the
+//! non-standard refusals it knows); anything else is a URC. A [lenient](Command::lenient)
+//! query whose answer line came without a final result completes
+//! ([`FinalResult::Implied`]) after a quiet period; if the modem echoes, a final result
+//! that then arrives before the next command's echo is recognised as the late one and
+//! dropped. A header announcing
 //! a data line (`+CMGR:`/`+CMGL:` for responses, `+CMT:`/`+CDS:` for URCs) takes the next
 //! line with it — but only a line that can be that data: a URC's PDU must be hex of the
 //! length its header announced. A garbled line, another header or a final result in its
@@ -63,6 +70,10 @@ pub struct SessionConfig {
     pub resync_timeout: Duration,
     /// Re-sync attempts (ESC, drain, `AT`) before reporting [`Event::ResyncFailed`].
     pub resync_attempts: u32,
+    /// A [lenient](Command::lenient) command whose answer line came without a final
+    /// result completes ([`FinalResult::Implied`]) once the line has been quiet this long.
+    /// Long enough that a slow `OK` is not left over for the next command.
+    pub implied_final_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -73,6 +84,7 @@ impl Default for SessionConfig {
             drain_max: Duration::from_secs(5),
             resync_timeout: Duration::from_secs(2),
             resync_attempts: 3,
+            implied_final_after: Duration::from_secs(1),
         }
     }
 }
@@ -145,6 +157,11 @@ struct InFlight {
     lines: Vec<String>,
     deadline: Instant,
     phase: Phase,
+    /// A lenient command's answer arrived: it completes at this instant unless a final
+    /// result (or another answer line) comes first.
+    implied_at: Option<Instant>,
+    /// The modem echoed the command line.
+    echoed: bool,
 }
 
 #[derive(Debug)]
@@ -186,6 +203,9 @@ pub struct Session {
     events: VecDeque<Event>,
     pending: Pending,
     garbage: u64,
+    /// The previous command completed without a final result while the modem echoed:
+    /// a final result that comes before this command's echo is that command's late one.
+    late_final_possible: bool,
 }
 
 impl Default for Session {
@@ -212,6 +232,7 @@ impl Session {
             events: VecDeque::new(),
             pending: Pending::None,
             garbage: 0,
+            late_final_possible: false,
         }
     }
 
@@ -254,6 +275,13 @@ impl Session {
     /// Acts on whatever deadline has passed at `now`; harmless to call early or often.
     pub fn handle_timeout(&mut self, now: Instant) {
         match std::mem::replace(&mut self.state, State::Idle) {
+            State::Running(f) if f.implied_at.is_some_and(|t| now >= t) => {
+                if matches!(self.pending, Pending::ResponseData) {
+                    self.pending = Pending::None;
+                }
+                self.state = State::Running(f);
+                self.finish(FinalResult::Implied, now);
+            }
             State::Running(f) if now >= f.deadline => {
                 self.flush_pending();
                 let payload_sent = f.cmd.payload_bytes().is_some() && f.phase == Phase::AwaitFinal;
@@ -302,7 +330,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Idle => None,
-            State::Running(f) => Some(f.deadline),
+            State::Running(f) => Some(f.implied_at.map_or(f.deadline, |t| t.min(f.deadline))),
             State::Draining { quiet_until, .. } => Some(*quiet_until),
             State::Resyncing { deadline, .. } => Some(*deadline),
         }
@@ -331,6 +359,7 @@ impl Session {
         self.lexer.clear();
         self.transmit.clear();
         self.pending = Pending::None;
+        self.late_final_possible = false;
         out
     }
 
@@ -385,10 +414,14 @@ impl Session {
             lines: Vec::new(),
             deadline: after(now, wait),
             phase,
+            implied_at: None,
+            echoed: false,
         });
     }
 
     fn begin_drain(&mut self, now: Instant, attempt: u32) {
+        // The drain swallows whatever the previous command still had to say.
+        self.late_final_possible = false;
         self.transmit.push_back(vec![ESC]);
         self.lexer.set_prompt_pending(false);
         self.state = State::Draining {
@@ -425,7 +458,9 @@ impl Session {
             Pending::ResponseData => {
                 // A final result or a new header instead of the data line means the record
                 // had none (an empty slot, a text-mode status report): handle it normally.
-                if parse_final(&line).is_none() && !response_has_data_line(&line) {
+                // So does the command's echo (a header that came before it was no answer).
+                let echo = matches!(&self.state, State::Running(f) if f.cmd.is_echo(&line));
+                if parse_final(&line).is_none() && !response_has_data_line(&line) && !echo {
                     if looks_like_header(&line) || is_urc_line(&line) {
                         // A URC between the record's header and its data: not the data.
                         self.pending = Pending::ResponseData;
@@ -453,25 +488,49 @@ impl Session {
         match &mut self.state {
             State::Idle => self.on_urc_line(line, false),
             State::Running(f) => {
-                if f.cmd.is_echo(&line)
-                    || (f.phase == Phase::AwaitFinal && f.cmd.is_payload_echo(&line))
-                {
+                if f.cmd.is_echo(&line) {
+                    // The modem read the command only now: whatever came before its echo
+                    // was unsolicited, not the answer (a `+CPIN: READY` URC just before
+                    // the echo of `AT+CPIN?`).
+                    f.echoed = true;
+                    f.implied_at = None;
+                    self.late_final_possible = false;
+                    let early = std::mem::take(&mut f.lines);
+                    for l in early {
+                        self.emit_urc(parse_urc(&l), false);
+                    }
+                    return;
+                }
+                if f.phase == Phase::AwaitFinal && f.cmd.is_payload_echo(&line) {
                     return;
                 }
                 if let Some(result) = parse_final(&line) {
+                    if std::mem::take(&mut self.late_final_possible) && !f.echoed {
+                        // The late final result of the previous command, which completed
+                        // without one: this command's answer comes after its echo.
+                        self.emit_urc(Urc::Other(line), false);
+                        return;
+                    }
                     self.finish(result, now);
                     return;
                 }
+                let lenient = f.cmd.is_lenient();
+                let quiet = self.config.implied_final_after;
                 if f.cmd.matches_prefix(&line) {
                     let has_data = response_has_data_line(&line);
                     f.lines.push(line);
                     if has_data {
                         self.pending = Pending::ResponseData;
+                    } else if lenient {
+                        f.implied_at = Some(after(now, quiet));
                     }
                     return;
                 }
-                if f.cmd.is_raw() && !is_urc_line(&line) {
+                if f.cmd.is_raw() && !is_urc_line(&line) && f.cmd.may_be_raw_answer(&line) {
                     f.lines.push(line);
+                    if lenient {
+                        f.implied_at = Some(after(now, quiet));
+                    }
                     return;
                 }
                 self.on_urc_line(line, false);
@@ -527,6 +586,7 @@ impl Session {
 
     fn finish(&mut self, result: FinalResult, now: Instant) {
         if let State::Running(f) = std::mem::replace(&mut self.state, State::Idle) {
+            self.late_final_possible = result == FinalResult::Implied && f.echoed;
             self.lexer.set_prompt_pending(false);
             self.events.push_back(Event::Response {
                 id: f.id,

@@ -232,6 +232,33 @@ fn corpus() -> Vec<Transcript> {
             vec![Command::csq()],
             "\r+CSQ: 20,99\r\rOK\r",
         ),
+        // python-gsmmodem test/fakemodems.py: Wavecom Multiband 900E 1800 answers
+        // AT+CGMI with a leading space; Huawei E1752 ends lines with \r\r\n.
+        tr(
+            "leading space and cr cr lf",
+            vec![Command::cgmi(), Command::csq()],
+            "AT+CGMI\r\r\n WAVECOM MODEM\r\r\n\r\nOK\r\r\nAT+CSQ\r\r\n+CSQ: 9,99\r\r\n\r\r\nOK\r\r\n",
+        ),
+        tr(
+            "command not support ends the command",
+            vec![Command::new("AT+WIND?"), Command::csq()],
+            "\r\nCOMMAND NOT SUPPORT\r\n\r\n+CSQ: 9,99\r\n\r\nOK\r\n",
+        ),
+        tr(
+            "boot lines inside a bare answer",
+            vec![Command::cgsn()],
+            "AT+CGSN\r\r\nRDY\r\n\r\n+CFUN: 1\r\n\r\n+CPIN: READY\r\n^SYSSTART\r\n+QIND: PB DONE\r\n861234567890123\r\nPB DONE\r\n\r\nOK\r\n",
+        ),
+        tr(
+            "cpin urc before the echo of the query",
+            vec![Command::cpin_query()],
+            "\r\n+CPIN: READY\r\nAT+CPIN?\r\r\n+CPIN: SIM PIN\r\n\r\nOK\r\n",
+        ),
+        tr(
+            "incoming call during a send",
+            vec![Command::cmgs(23, SUBMIT)],
+            "\r\n> \r\nRING\r\n\r\n+CLIP: \"+4917012345678\",145,,,,0\r\n\r\n+CMGS: 7\r\n\r\nOK\r\n",
+        ),
     ]
 }
 
@@ -1137,6 +1164,366 @@ fn response_records_helper_on_cmgl() {
     );
 }
 
+// ---- issue #11 item 3: real modems' deviations ----
+
+/// Runs `input` (whole, at every split and byte by byte, which must agree) into a
+/// session with `cmds`, then lets `after` pass on the fake clock (timers included).
+fn run_then_wait(cmds: &[Command], input: &[u8], after: Duration) -> Output {
+    let whole = run_every_split(cmds, input);
+    let t0 = Instant::now();
+    let mut s = Session::new();
+    let mut out = Output::default();
+    for c in cmds {
+        s.send(c.clone(), t0).unwrap();
+    }
+    s.handle_input(input, t0);
+    collect(&mut s, &mut out);
+    assert_eq!(out, whole);
+    let mut now = t0;
+    while let Some(t) = s.poll_timeout().filter(|t| *t <= t0 + after) {
+        now = t.max(now);
+        s.handle_timeout(now);
+        collect(&mut s, &mut out);
+    }
+    out
+}
+
+#[test]
+fn an_answer_without_a_final_result_completes_after_the_quiet_period() {
+    // python-gsmmodem test/fakemodems.py, WavecomMultiband900E1800: "+CPIN replies are
+    // not ended with OK".
+    let quiet = SessionConfig::default().implied_final_after;
+    let t0 = Instant::now();
+    let mut s = Session::new();
+    let id = s.send(Command::cpin_query(), t0).unwrap();
+    s.send(Command::csq(), t0).unwrap();
+    assert_eq!(s.poll_transmit(), Some(b"AT+CPIN?\r".to_vec()));
+    s.handle_input(b"AT+CPIN?\r\r\n+CPIN: READY\r\n", t0 + ms(20));
+    assert_eq!(s.poll_event(), None);
+    assert_eq!(s.poll_timeout(), Some(t0 + ms(20) + quiet));
+    s.handle_timeout(t0 + ms(19) + quiet);
+    assert_eq!(s.poll_event(), None);
+    s.handle_timeout(t0 + ms(20) + quiet);
+    match s.poll_event() {
+        Some(Event::Response {
+            id: got,
+            lines,
+            result,
+            ..
+        }) => {
+            assert_eq!(got, id);
+            assert_eq!(lines, strings(&["+CPIN: READY"]));
+            assert_eq!(result, FinalResult::Implied);
+            assert!(result.is_ok());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.poll_event(), None, "no timeout, no re-sync");
+    assert_eq!(s.poll_transmit(), Some(b"AT+CSQ\r".to_vec()));
+
+    // Bare identification lines, split anywhere: the same.
+    for (cmd, input, want) in [
+        (
+            Command::cgmi(),
+            &b"\r\n WAVECOM MODEM\r\n"[..],
+            "WAVECOM MODEM",
+        ),
+        (
+            Command::cgsn(),
+            b"AT+CGSN\r\r\n861234567890123\r\n",
+            "861234567890123",
+        ),
+        (Command::csq(), b"\r\n+CSQ: 20,99\r\r\n", "+CSQ: 20,99"),
+    ] {
+        let out = run_then_wait(std::slice::from_ref(&cmd), input, quiet);
+        let (_, lines, result) = response(&out, 0);
+        assert_eq!(lines, strings(&[want]), "{}", cmd.text());
+        assert_eq!(result, &FinalResult::Implied, "{}", cmd.text());
+        assert!(
+            !out.events
+                .iter()
+                .any(|e| matches!(e, Event::Timeout { .. }))
+        );
+    }
+}
+
+#[test]
+fn the_quiet_period_restarts_with_each_answer_line_and_a_real_final_wins() {
+    let quiet = SessionConfig::default().implied_final_after;
+    let t0 = Instant::now();
+    let mut s = Session::new();
+    s.send(Command::ati(), t0).unwrap();
+    s.handle_input(b"\r\nQuectel\r\n", t0);
+    let second = t0 + quiet - ms(1);
+    s.handle_timeout(second);
+    s.handle_input(b"EC25\r\n", second);
+    s.handle_timeout(t0 + quiet);
+    assert_eq!(s.poll_event(), None, "the second line restarted the wait");
+    assert_eq!(s.poll_timeout(), Some(second + quiet));
+    s.handle_timeout(second + quiet);
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Response { lines, result: FinalResult::Implied, .. }) if lines == ["Quectel", "EC25"]
+    ));
+    // A final result within the quiet period ends it as usual.
+    let out = run_then_wait(
+        &[Command::csq()],
+        b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n",
+        quiet * 2,
+    );
+    assert_eq!(response(&out, 0).2, &FinalResult::Ok);
+    assert_eq!(out.events.len(), 1);
+}
+
+#[test]
+fn no_implied_final_where_the_final_result_carries_meaning() {
+    let quiet = SessionConfig::default().implied_final_after;
+    // A send whose +CMGS line came without OK; a PIN entry with a +CPIN URC; a delete; a
+    // list; a setting: none completes on its own, each waits for its timeout.
+    let cases: Vec<(Command, &[u8])> = vec![
+        (Command::cmgs(23, SUBMIT), b"\r\n> \r\n+CMGS: 5\r\n"),
+        (Command::new("AT+CPIN=\"1234\""), b"\r\n+CPIN: READY\r\n"),
+        (Command::cmgd(3), b"\r\n+CMTI: \"SM\",4\r\n"),
+        (Command::cmgl(4), b"\r\n+CMGL: 1,1,,3\r\nAABBCC\r\n"),
+        (
+            Command::new("AT+CSCA=\"+491710760000\",145"),
+            b"\r\n+CSCA: \"+491710760000\",145\r\n",
+        ),
+    ];
+    for (cmd, input) in cases {
+        let t0 = Instant::now();
+        let mut s = Session::new();
+        s.send(cmd.clone(), t0).unwrap();
+        s.handle_input(input, t0);
+        let mut out = Output::default();
+        collect(&mut s, &mut out);
+        s.handle_timeout(t0 + quiet * 3);
+        collect(&mut s, &mut out);
+        assert!(
+            !out.events
+                .iter()
+                .any(|e| matches!(e, Event::Response { .. })),
+            "{} completed without its final result: {:?}",
+            cmd.text(),
+            out.events
+        );
+        let deadline = s.poll_timeout().unwrap();
+        s.handle_timeout(deadline);
+        collect(&mut s, &mut out);
+        assert!(
+            out.events
+                .iter()
+                .any(|e| matches!(e, Event::Timeout { .. })),
+            "{}",
+            cmd.text()
+        );
+    }
+    // A payload command cannot be made lenient.
+    assert!(matches!(
+        Session::new().send(Command::cmgs(23, SUBMIT).lenient(), Instant::now()),
+        Err(AtError::InvalidCommand { .. })
+    ));
+}
+
+#[test]
+fn a_late_final_after_an_implied_one_is_not_taken_for_the_next_command() {
+    let quiet = SessionConfig::default().implied_final_after;
+    let t0 = Instant::now();
+    let mut s = Session::new();
+    s.send(Command::cgmi(), t0).unwrap();
+    s.handle_input(b"AT+CGMI\r\r\nWAVECOM MODEM\r\n", t0);
+    s.handle_timeout(t0 + quiet);
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Response {
+            result: FinalResult::Implied,
+            ..
+        })
+    ));
+    let t1 = t0 + quiet;
+    s.send(Command::csq(), t1).unwrap();
+    // The OK of AT+CGMI after all, then the echo and answer of AT+CSQ.
+    s.handle_input(
+        b"\r\nOK\r\nAT+CSQ\r\r\n+CSQ: 20,99\r\n\r\nOK\r\n",
+        t1 + ms(5),
+    );
+    assert_eq!(s.poll_event(), Some(Event::Urc(Urc::Other("OK".into()))));
+    match s.poll_event() {
+        Some(Event::Response { lines, result, .. }) => {
+            assert_eq!(lines, strings(&["+CSQ: 20,99"]));
+            assert_eq!(result, FinalResult::Ok);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_final_words_end_the_command_as_a_rejection() {
+    // Sources: gammu libgammu/protocol/at/at.c, ModemManager src/mm-serial-parsers.c,
+    // lua-gsmmodem's AT stream, python-gsmmodem test/fakemodems.py, ofono gatchat.
+    for word in [
+        "COMMAND NOT SUPPORT",
+        "COMMAND NOT SUPPORTED",
+        "NOT SUPPORT",
+        "TOO MANY PARAMETERS",
+        "ERROR: 4",
+        "ERROR: invalid input value",
+        "MODEM ERROR: 2",
+        "+EXT ERROR: 1",
+        "+CME ERROR: invalid command line",
+        "+cme error:14",
+        "+CME ERROR 515",
+        "+CMS ERROR: SIM busy",
+    ] {
+        let input = format!("\r\n{word}\r\n\r\n+CSQ: 9,99\r\n\r\nOK\r\n");
+        let out = run_every_split(
+            &[Command::new("AT+WIND?"), Command::csq()],
+            input.as_bytes(),
+        );
+        let (_, lines, result) = response(&out, 0);
+        assert!(lines.is_empty(), "{word}");
+        assert!(!result.is_ok(), "{word}: {result:?}");
+        // The next command went out at once and got its own answer.
+        assert_eq!(out.tx.len(), 2, "{word}");
+        assert_eq!(response(&out, 1).1, strings(&["+CSQ: 9,99"]), "{word}");
+    }
+}
+
+#[test]
+fn the_echo_is_never_an_answer_line_nor_a_urc() {
+    for input in [
+        &b"AT+CGSN\r\r\n861234567890123\r\n\r\nOK\r\n"[..],
+        b"at+cgsn\r\r\n861234567890123\r\n\r\nOK\r\n",
+        b"  AT+CGSN  \r\r\n861234567890123\r\r\n\r\r\nOK\r\r\n",
+    ] {
+        let out = run_every_split(&[Command::cgsn()], input);
+        assert_eq!(out.events.len(), 1, "{:?}", out.events);
+        assert_eq!(response(&out, 0).1, strings(&["861234567890123"]));
+    }
+    // Echo that cannot be turned off: ATE0 is echoed and so is every command after it.
+    let out = run_every_split(
+        &[Command::new("ATE0"), Command::cimi()],
+        b"ATE0\r\r\nOK\r\nAT+CIMI\r\r\n262011234567890\r\n\r\nOK\r\n",
+    );
+    assert!(urcs(&out).is_empty());
+    assert_eq!(response(&out, 1).1, strings(&["262011234567890"]));
+    // A record header before the echo is no answer, and the echo is not its data line.
+    let input = format!("\r\n+CMGR: 0,,39\r\nAT+CMGR=1\r\r\n+CMGR: 0,,39\r\n{PDU_A}\r\n\r\nOK\r\n");
+    let out = run_every_split(&[Command::cmgr(1)], input.as_bytes());
+    assert_eq!(response(&out, 0).1, strings(&["+CMGR: 0,,39", PDU_A]));
+    assert_eq!(urcs(&out), vec![&Urc::Other("+CMGR: 0,,39".into())]);
+}
+
+#[test]
+fn a_cpin_urc_is_not_the_answer_to_the_cpin_query() {
+    // Echo on: a +CPIN URC before the echo came before the modem read the query.
+    let out = run_every_split(
+        &[Command::cpin_query()],
+        b"\r\n+CPIN: READY\r\nAT+CPIN?\r\r\n+CPIN: SIM PIN\r\n\r\nOK\r\n",
+    );
+    assert_eq!(response(&out, 0).1, strings(&["+CPIN: SIM PIN"]));
+    assert_eq!(urcs(&out), vec![&Urc::Cpin("READY".into())]);
+    // Echo off, no way to tell: both lines are kept in order (the driver believes the
+    // newest and asks again when they disagree).
+    let out = run_every_split(
+        &[Command::cpin_query()],
+        b"\r\n+CPIN: NOT READY\r\n\r\n+CPIN: READY\r\n\r\nOK\r\n",
+    );
+    assert_eq!(
+        response(&out, 0).1,
+        strings(&["+CPIN: NOT READY", "+CPIN: READY"])
+    );
+}
+
+const BOOT_LINES: &[&str] = &[
+    "RDY",
+    "+CFUN: 1",
+    "+CPIN: READY",
+    "+CPIN: NOT READY",
+    "Call Ready",
+    "SMS Ready",
+    "^BOOT:27710117,0,0,0,75",
+    "^RSSI:18",
+    "^MODE:3,3",
+    "^SYSSTART",
+    "+QIND: PB DONE",
+    "+QIND: \"csq\",20,99",
+    "+WIND: 4",
+    "PB DONE",
+    "+PACSP1",
+    "^SRVST:2",
+];
+
+#[test]
+fn boot_and_status_lines_never_break_a_response() {
+    for line in BOOT_LINES {
+        assert!(
+            response::parse_urc(line).is_known(),
+            "{line} is not recognised"
+        );
+        // A bare answer, a prefixed one, and a record whose data line follows.
+        let cases: Vec<(Command, String, Vec<&str>)> = vec![
+            (
+                Command::cgsn(),
+                format!("AT+CGSN\r\r\n{line}\r\n861234567890123\r\n{line}\r\n\r\nOK\r\n"),
+                vec!["861234567890123"],
+            ),
+            (
+                Command::csq(),
+                format!("\r\n{line}\r\n+CSQ: 20,99\r\n{line}\r\nOK\r\n"),
+                vec!["+CSQ: 20,99"],
+            ),
+            (
+                Command::cmgr(1),
+                format!("\r\n+CMGR: 0,,39\r\n{line}\r\n{PDU_A}\r\n\r\nOK\r\n"),
+                vec!["+CMGR: 0,,39", PDU_A],
+            ),
+        ];
+        for (cmd, input, want) in cases {
+            if cmd.matches_prefix(line) {
+                continue;
+            }
+            let out = run_every_split(std::slice::from_ref(&cmd), input.as_bytes());
+            let (_, lines, result) = response(&out, 0);
+            assert_eq!(lines, strings(&want), "{line} in {}", cmd.text());
+            assert!(result.is_ok(), "{line} in {}", cmd.text());
+            assert!(!urcs(&out).is_empty(), "{line} in {}", cmd.text());
+        }
+    }
+}
+
+#[test]
+fn incoming_call_urcs_are_recognised_everywhere() {
+    let clip = Urc::Clip {
+        number: "+4917012345678".into(),
+        toa: Some(145),
+    };
+    // Idle, then during a bare answer and right after the prompt of a send.
+    let calls = "RING\r\n+CRING: VOICE\r\n+CLIP: \"+4917012345678\",145,,,,0\r\n";
+    let out = run_every_split(&[], format!("\r\n{calls}").as_bytes());
+    assert_eq!(
+        urcs(&out),
+        vec![&Urc::Ring, &Urc::Cring("VOICE".into()), &clip]
+    );
+    let input = format!("AT+CGSN\r\r\n{calls}861234567890123\r\n{calls}OK\r\n");
+    let out = run_every_split(&[Command::cgsn()], input.as_bytes());
+    assert_eq!(response(&out, 0).1, strings(&["861234567890123"]));
+    assert_eq!(urcs(&out).len(), 6);
+    let input = format!("\r\n> \r\n{calls}+CMGS: 7\r\n{calls}\r\nOK\r\n");
+    let out = run_every_split(&[Command::cmgs(23, SUBMIT)], input.as_bytes());
+    assert_eq!(response(&out, 0).1, strings(&["+CMGS: 7"]));
+    assert!(response(&out, 0).2.is_ok());
+    assert!(urcs(&out).iter().all(|u| u.is_call()));
+    // A withheld number.
+    assert_eq!(
+        response::parse_urc("+CLIP: \"\",128,,,,1"),
+        Urc::Clip {
+            number: String::new(),
+            toa: Some(128)
+        }
+    );
+}
+
 // ---- proptests ----
 
 fn arb_command() -> impl Strategy<Value = Command> {
@@ -1172,6 +1559,10 @@ fn arb_modem_bytes() -> impl Strategy<Value = Vec<u8>> {
         Just(b"+CSQ: 20,99".to_vec()),
         Just(b"+CUSD: 1,\"a,b\",15".to_vec()),
         Just(b"AT+CSQ".to_vec()),
+        Just(b"COMMAND NOT SUPPORT".to_vec()),
+        Just(b"RING".to_vec()),
+        Just(b"+CLIP: \"+4917\",145".to_vec()),
+        Just(b"PB DONE".to_vec()),
         Just(PDU_A.as_bytes().to_vec()),
         Just(PDU_B.as_bytes().to_vec()),
         Just(REPORT.as_bytes().to_vec()),

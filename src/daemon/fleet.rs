@@ -2,6 +2,14 @@
 //! finds a new one that speaks AT), enable/disable/reset from the API, and removing a
 //! modem whose port stayed gone. A SIM is known by its ICCID wherever it is plugged,
 //! so counters and quotas follow it to another port or stick.
+//!
+//! One modem per device: a USB stick shows several ttys, often two that speak AT and
+//! share one SIM and one radio. Ports are grouped by the IMEI they answer `AT+CGSN`
+//! with; one port of a device is driven (the primary) and the others are kept as
+//! spares — never driven, so no SIM is ever driven through two ports — and one is
+//! promoted if the primary's port goes away for good. Ports present at start-up are
+//! probed exactly like hot-plugged ones; a port that does not answer AT is probed
+//! again later with backoff (a modem still booting, or hung when the daemon started).
 
 use super::bridge::{ModemOutbound, StoreSink, watch_modem};
 use super::hotplug::PortEvent;
@@ -26,9 +34,69 @@ struct Entry {
     watcher: tokio::task::JoinHandle<()>,
 }
 
+/// The AT ports of one device (one IMEI).
+#[derive(Debug, Clone, Default)]
+struct Device {
+    primary: String,
+    spares: Vec<String>,
+}
+
+/// What probing a port found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probed {
+    /// It does not answer `AT`.
+    NoAt,
+    /// It speaks AT; the IMEI if the modem told it.
+    At(Option<String>),
+}
+
+/// What [`Fleet::admit`] did with a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// A modem task drives it.
+    Primary,
+    /// Another port of the same device is driven; this one is kept in reserve.
+    Spare { primary: String },
+    /// It does not answer AT (probed again later).
+    Ignored,
+    /// Already known.
+    Known,
+}
+
+/// Awaits every future (a tiny `join_all`: tokio has none for borrowed futures).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(move |cx| {
+        futs.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if futs.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The IMEI in an `AT+CGSN` answer (bare or `+CGSN: "…"`), if it looks like one.
+fn imei_of(lines: &[String]) -> Option<String> {
+    lines.iter().find_map(|l| {
+        let v = l
+            .trim()
+            .trim_start_matches("+CGSN:")
+            .trim()
+            .trim_matches('"');
+        ((14..=17).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| v.to_owned())
+    })
+}
+
 /// Everything needed to start a modem task.
 pub struct Fleet {
     entries: Mutex<Vec<(String, Entry)>>,
+    /// Devices by IMEI: which port is driven, which are spares.
+    devices: Mutex<HashMap<String, Device>>,
+    /// Ports that did not answer AT, with their re-probe task.
+    ignored: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     cfg: Config,
     rejected: RejectedPins,
     sink: Arc<StoreSink>,
@@ -48,6 +116,8 @@ impl Fleet {
     ) -> Fleet {
         Fleet {
             entries: Mutex::new(Vec::new()),
+            devices: Mutex::default(),
+            ignored: Mutex::default(),
             cfg,
             rejected,
             sink,
@@ -161,23 +231,36 @@ impl Fleet {
         }
     }
 
-    /// Stops every task (shutdown).
+    /// Stops every task (shutdown), all at once: each gets at most the modem task's
+    /// shutdown grace, so a bank of hung modems stops as fast as one.
     pub async fn remove_all(&self) {
+        if let Ok(mut m) = self.ignored.lock() {
+            for (_, t) in m.drain() {
+                t.abort();
+            }
+        }
         let ports: Vec<String> = self
             .entries
             .lock()
             .map(|e| e.iter().map(|(p, _)| p.clone()).collect())
             .unwrap_or_default();
-        for p in ports {
-            self.remove(&p).await;
+        let mut all = Vec::with_capacity(ports.len());
+        for p in &ports {
+            all.push(self.remove(p));
         }
+        futures_join_all(all).await;
     }
 
     /// Whether a newly appeared port answers `AT` (a multi-port stick has one or two
     /// AT ports among several). Opened briefly and closed again.
     pub async fn speaks_at(&self, port: &str) -> bool {
+        matches!(self.probe(port).await, Probed::At(_))
+    }
+
+    /// Opens a port briefly: does it answer `AT`, and which device (IMEI) is it?
+    pub async fn probe(&self, port: &str) -> Probed {
         let Some(opener) = self.opener(port) else {
-            return false;
+            return Probed::NoAt;
         };
         let cfg = ModemConfig {
             command_timeout: Duration::from_millis(self.cfg.modems.command_timeout_ms.min(1_500)),
@@ -186,7 +269,7 @@ impl Fleet {
         };
         let mut m = Modem::new(opener, cfg, None);
         if m.open().await.is_err() {
-            return false;
+            return Probed::NoAt;
         }
         let mut ok = false;
         for _ in 0..2 {
@@ -198,8 +281,185 @@ impl Fleet {
                 break;
             }
         }
+        if !ok {
+            m.close();
+            return Probed::NoAt;
+        }
+        let imei = match m.exec(Command::new("AT+CGSN")).await {
+            Ok(r) if r.result.is_ok() => imei_of(&r.lines),
+            _ => None,
+        };
         m.close();
-        ok
+        Probed::At(imei)
+    }
+
+    /// Probes a port and starts driving it, or keeps it as a spare of a device already
+    /// driven through another port, or ignores it (and probes it again later) if it
+    /// does not answer AT.
+    pub async fn admit(self: &Arc<Self>, port: &str) -> Admitted {
+        if self.contains(port) || self.spare_of(port).is_some() {
+            return Admitted::Known;
+        }
+        let probed = self.probe(port).await;
+        self.place(port, probed)
+    }
+
+    /// Admits ports found together (at start-up) in a deterministic order: all probed
+    /// at once, then placed by path, so a device's primary does not depend on which
+    /// of its ports answered first.
+    pub async fn admit_all(self: &Arc<Self>, ports: &[String]) {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, p) in ports.iter().enumerate() {
+            let (fleet, p) = (self.clone(), p.clone());
+            set.spawn(async move { (i, p.clone(), fleet.probe(&p).await) });
+        }
+        let mut found = Vec::new();
+        while let Some(Ok(r)) = set.join_next().await {
+            found.push(r);
+        }
+        found.sort_by_key(|(i, _, _)| *i);
+        for (_, p, probed) in found {
+            self.place(&p, probed);
+        }
+    }
+
+    fn place(self: &Arc<Self>, port: &str, probed: Probed) -> Admitted {
+        match probed {
+            Probed::NoAt => {
+                info!(
+                    port,
+                    "port does not answer AT; ignored (probed again later)"
+                );
+                self.reprobe_later(port);
+                Admitted::Ignored
+            }
+            Probed::At(imei) => {
+                if let Some(t) = self.ignored.lock().ok().and_then(|mut m| m.remove(port)) {
+                    t.abort();
+                }
+                if let Some(imei) = imei {
+                    let mut devices = match self.devices.lock() {
+                        Ok(d) => d,
+                        Err(_) => return Admitted::Ignored,
+                    };
+                    if let Some(d) = devices.get_mut(&imei) {
+                        if d.primary != port && !d.spares.iter().any(|s| s == port) {
+                            d.spares.push(port.to_owned());
+                        }
+                        let primary = d.primary.clone();
+                        drop(devices);
+                        info!(
+                            port,
+                            primary = %primary,
+                            imei = %imei,
+                            "another AT port of a device already driven: kept as a spare"
+                        );
+                        return Admitted::Spare { primary };
+                    }
+                    devices.insert(
+                        imei,
+                        Device {
+                            primary: port.to_owned(),
+                            spares: Vec::new(),
+                        },
+                    );
+                }
+                self.add(port);
+                Admitted::Primary
+            }
+        }
+    }
+
+    /// The primary of the device `port` is a spare of.
+    fn spare_of(&self, port: &str) -> Option<String> {
+        self.devices.lock().ok().and_then(|d| {
+            d.values()
+                .find(|d| d.spares.iter().any(|s| s == port))
+                .map(|d| d.primary.clone())
+        })
+    }
+
+    /// Probes a port that did not answer AT again, with backoff (2 s doubling to
+    /// 10 min), while it exists: a modem that was rebooting or hung at the first probe
+    /// is taken soon after; a GPS or diagnostics port costs one `AT` every 10 min.
+    fn reprobe_later(self: &Arc<Self>, port: &str) {
+        let fleet = Arc::downgrade(self);
+        let p = port.to_owned();
+        let task = tokio::spawn(async move {
+            let mut wait = Duration::from_secs(2);
+            loop {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(600));
+                let Some(fleet) = fleet.upgrade() else {
+                    return;
+                };
+                if !p.starts_with("tcp://") && !std::path::Path::new(&p).exists() {
+                    return;
+                }
+                let probed = fleet.probe(&p).await;
+                if probed != Probed::NoAt {
+                    if let Ok(mut m) = fleet.ignored.lock() {
+                        m.remove(&p);
+                    }
+                    info!(port = %p, "port answers AT now");
+                    fleet.place(&p, probed);
+                    return;
+                }
+            }
+        });
+        if let Ok(mut m) = self.ignored.lock()
+            && let Some(old) = m.insert(port.to_owned(), task)
+        {
+            old.abort();
+        }
+    }
+
+    /// A port went away: a spare is forgotten at once, an ignored port's re-probe
+    /// stops. (A driven port is removed after the grace period by [`Fleet::follow`].)
+    fn port_gone(&self, port: &str) {
+        if let Ok(mut d) = self.devices.lock() {
+            for dev in d.values_mut() {
+                dev.spares.retain(|s| s != port);
+            }
+        }
+        if let Some(t) = self.ignored.lock().ok().and_then(|mut m| m.remove(port)) {
+            t.abort();
+        }
+    }
+
+    /// After a driven port was removed for good: its device's first spare that still
+    /// exists becomes the primary.
+    fn promote_spare(self: &Arc<Self>, removed: &str) {
+        let next = self.devices.lock().ok().and_then(|mut d| {
+            let imei = d
+                .iter()
+                .find(|(_, dev)| dev.primary == removed)
+                .map(|(k, _)| k.clone())?;
+            let dev = d.get_mut(&imei)?;
+            dev.spares
+                .retain(|s| s.starts_with("tcp://") || std::path::Path::new(s).exists());
+            if dev.spares.is_empty() {
+                d.remove(&imei);
+                return None;
+            }
+            let next = dev.spares.remove(0);
+            dev.primary = next.clone();
+            Some(next)
+        });
+        if let Some(p) = next {
+            info!(port = %p, was = removed, "spare AT port promoted to primary");
+            self.add(&p);
+        }
+    }
+
+    /// The ports of the device driven through `port`, beside it: its spares.
+    fn spares(&self, port: &str) -> Vec<String> {
+        self.devices.lock().map_or(Vec::new(), |d| {
+            d.values()
+                .find(|d| d.primary == port)
+                .map(|d| d.spares.clone())
+                .unwrap_or_default()
+        })
     }
 
     /// Follows hotplug events: probes and starts new ports; removes a port's modem once
@@ -220,15 +480,14 @@ impl Fleet {
                         info!(port = %port, "port back");
                         continue;
                     }
-                    if self.speaks_at(&port).await {
-                        info!(port = %port, "new port speaks AT");
-                        self.add(&port);
-                    } else {
-                        info!(port = %port, "new port does not speak AT; ignored");
+                    match self.admit(&port).await {
+                        Admitted::Primary => info!(port = %port, "new port speaks AT"),
+                        Admitted::Spare { .. } | Admitted::Ignored | Admitted::Known => {}
                     }
                 }
                 PortEvent::Removed(port) => {
                     if !self.contains(&port) {
+                        self.port_gone(&port);
                         continue;
                     }
                     info!(port = %port, grace_secs = grace.as_secs(), "port gone");
@@ -237,6 +496,7 @@ impl Fleet {
                     let t = tokio::spawn(async move {
                         tokio::time::sleep(grace).await;
                         fleet.remove(&p).await;
+                        fleet.promote_spare(&p);
                     });
                     if let Ok(mut m) = pending.lock() {
                         m.insert(port, t);
@@ -271,6 +531,7 @@ impl ModemsView for Fleet {
                 let r = h.report();
                 serde_json::json!({
                     "id": name,
+                    "spare_ports": self.spares(name),
                     "enabled": enabled,
                     "state": h.state(),
                     "manufacturer": r.manufacturer,

@@ -215,10 +215,12 @@ pub async fn serve_until(
         store.clone(),
         webhooks.clone(),
     ));
+    // Ports present now are probed exactly like hot-plugged ones (AT or not, which
+    // device), all at once, and placed in a fixed order.
     let initial = hotplug::scan(&ports);
-    for port in &initial {
-        fleet.add(port);
-    }
+    fleet
+        .admit_all(&initial.iter().cloned().collect::<Vec<_>>())
+        .await;
     // Hotplug: ports that appear later are probed and brought up; ports that stay gone
     // are removed (their in-flight work fails over to other modems).
     let (port_tx, port_rx) = tokio::sync::mpsc::unbounded_channel();

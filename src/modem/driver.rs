@@ -3,23 +3,34 @@
 //! own task; the CLI uses a `Modem` directly for one-shot commands.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use super::conn::{AtConn, Reply};
 use super::error::ModemError;
 use super::info::{
-    Cnmi, Registration, Report, Signal, SimState, Storage, first_value, is_storage_name,
-    looks_like_iccid, unswap_iccid,
+    Capabilities, Cnmi, Registration, Report, Signal, SimState, Storage, first_value,
+    is_storage_name, parse_csca, parse_iccid_line,
 };
 use super::link::Opener;
 use super::sink::{Inbound, InboundSink, Origin};
-use crate::at::{CmeError, Command, FinalResult, SessionConfig, Urc, info_params, records};
-use crate::pdu::{Address, SubmitOptions, TextEncoding, Validity, decode_hex, encode_submit};
+use crate::at::{
+    CmeError, CmsError, Command, FinalResult, SessionConfig, Urc, info_params, records,
+};
+use crate::pdu::{
+    Address, SubmitOptions, TextEncoding, TypeOfNumber, Validity, decode_hex, encode_submit,
+};
+
+/// First pause before asking a busy SIM or device again; it doubles up to
+/// [`BUSY_MAX_DELAY`], within [`ModemConfig::sim_wait`] in all.
+const BUSY_FIRST_DELAY: Duration = Duration::from_millis(100);
+/// Longest pause between two tries while the SIM or device is busy.
+const BUSY_MAX_DELAY: Duration = Duration::from_secs(4);
 
 /// What the pool sees of a modem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,14 +154,23 @@ pub struct ModemConfig {
     pub cfun_timeout: Duration,
     /// Plain `AT` attempts before the modem counts as silent.
     pub sync_attempts: u32,
-    /// How long a busy or initialising SIM is waited for.
+    /// How long a busy or initialising SIM or device is waited for during bring-up
+    /// (`+CME ERROR: 14`/`515`, `+CMS ERROR: 314`, `+CPIN: NOT READY`), asking again
+    /// with exponential backoff: once until the SIM is ready, again after a PIN was
+    /// accepted, and again for the rest of the bring-up.
+    /// A SIM still busy then is reported (`sim: busy`, state `SimLocked` with the reason)
+    /// and checked again at the next health poll.
     pub sim_wait: Duration,
     /// PINs by ICCID; the key `*` applies to any SIM without its own entry.
     pub pins: HashMap<String, String>,
     /// Rejected PINs, shared across modems.
     pub rejected_pins: RejectedPins,
-    /// SMSC to set when the SIM has none.
+    /// SMSC to set when the SIM has none (as `smsc_overrides["*"]`, which wins).
     pub smsc: Option<String>,
+    /// SMSCs to set when the SIM has none or forgot it, by ICCID (or IMSI when the modem
+    /// gives no ICCID); the key `*` applies to any SIM without its own entry. Without
+    /// one, the last SMSC the modem reported is set again.
+    pub smsc_overrides: HashMap<String, String>,
     /// Message storages to try, in order (all three `+CPMS` memories get the same).
     pub storages: Vec<String>,
     /// `+CNMI` settings to try, in order. Stored delivery (`mt=1`) first: a message
@@ -194,10 +214,11 @@ impl Default for ModemConfig {
             ussd_timeout: Duration::from_secs(30),
             cfun_timeout: Duration::from_secs(20),
             sync_attempts: 3,
-            sim_wait: Duration::from_secs(20),
+            sim_wait: Duration::from_secs(30),
             pins: HashMap::new(),
             rejected_pins: RejectedPins::default(),
             smsc: None,
+            smsc_overrides: HashMap::new(),
             storages: vec!["SM".into(), "ME".into()],
             cnmi: [
                 "2,1,0,2,0",
@@ -278,6 +299,23 @@ pub struct UssdReply {
     pub dcs: Option<u8>,
 }
 
+/// What the driver knows of the SMSC the modem sends through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Smsc {
+    /// Not read since bring-up, or something may have made the modem forget it (a
+    /// restart, `+CFUN`, a send refused with `+CMS ERROR: 330`): read before the next send.
+    Unknown,
+    /// The modem has this one.
+    Set(String),
+    /// The modem has none and refused to store ours: each PDU carries it instead.
+    InPdu(String),
+    /// The modem cannot say (`AT+CSCA?` refused) and none is configured: sends go out
+    /// and the modem decides.
+    Unreadable,
+    /// The modem has none and none is known: a send cannot succeed.
+    Missing,
+}
+
 /// A modem on one port.
 pub struct Modem {
     cfg: ModemConfig,
@@ -287,12 +325,25 @@ pub struct Modem {
     report: Report,
     /// The `+CPMS` memory messages are read and deleted in.
     mem: String,
+    /// `+CPMS` accepted a storage.
+    storage_ok: bool,
     /// `AT+CSMS=1` accepted: direct deliveries need our `+CNMA`.
     csms1: bool,
     /// Stored messages wait for a retry (a sink failure, or no `+CNMI`).
     needs_sweep: bool,
     /// The modem rebooted behind our back: its settings are gone.
     needs_bring_up: bool,
+    /// During bring-up: until when busy answers are waited out.
+    busy_until: Option<Instant>,
+    /// The SIM was still busy when the wait ran out: held as `SimLocked` with the
+    /// reason, brought up again at the next health poll.
+    sim_busy: bool,
+    smsc: Smsc,
+    /// The last SMSC the modem reported (or accepted), to set again if it forgets it.
+    smsc_known: Option<String>,
+    /// An incoming call to reject, with the caller when `+CLIP` named one.
+    ringing: Option<Option<String>>,
+    calls_rejected: Arc<AtomicU64>,
     concat_ref: u16,
     state: watch::Sender<ModemState>,
     published: watch::Sender<Report>,
@@ -323,9 +374,16 @@ impl Modem {
             conn: None,
             report: report.clone(),
             mem: "SM".into(),
+            storage_ok: false,
             csms1: false,
             needs_sweep: false,
             needs_bring_up: false,
+            busy_until: None,
+            sim_busy: false,
+            smsc: Smsc::Unknown,
+            smsc_known: None,
+            ringing: None,
+            calls_rejected: Arc::new(AtomicU64::new(0)),
             concat_ref: (seed % 256) as u16,
             state: watch::channel(ModemState::Starting).0,
             published: watch::channel(report).0,
@@ -348,6 +406,17 @@ impl Modem {
     /// What the driver knows now.
     pub fn report(&self) -> &Report {
         &self.report
+    }
+
+    /// Incoming calls rejected (hung up) since the modem was created.
+    pub fn calls_rejected(&self) -> u64 {
+        self.calls_rejected.load(Ordering::Relaxed)
+    }
+
+    /// The counter behind [`Modem::calls_rejected`], for a handle to read while the
+    /// modem runs in its task.
+    pub fn calls_rejected_counter(&self) -> Arc<AtomicU64> {
+        self.calls_rejected.clone()
     }
 
     /// The state as published.
@@ -418,8 +487,21 @@ impl Modem {
         self.conn.as_mut().ok_or(ModemError::PortGone)
     }
 
-    /// Sends a command, with the configured timeout for its kind unless it has its own.
+    /// Sends a command and waits for its answer. During bring-up a busy answer (SIM or
+    /// device busy: the command was not carried out) is waited out with backoff.
     pub async fn exec(&mut self, cmd: Command) -> Result<Reply, ModemError> {
+        let mut delay = BUSY_FIRST_DELAY;
+        loop {
+            let reply = self.exec_once(cmd.clone()).await?;
+            if reply.result.is_busy() && self.busy_backoff(&mut delay).await {
+                debug!(modem = %self.name(), command = cmd.text(), result = ?reply.result, "busy; asking again");
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+
+    async fn exec_once(&mut self, cmd: Command) -> Result<Reply, ModemError> {
         let r = self.conn()?.exec(cmd).await;
         if matches!(
             r,
@@ -428,6 +510,21 @@ impl Modem {
             self.conn = None;
         }
         r
+    }
+
+    /// Pauses before the next try while bring-up's busy wait lasts (doubling `delay`);
+    /// `false` when there is no wait left.
+    async fn busy_backoff(&mut self, delay: &mut Duration) -> bool {
+        let Some(until) = self.busy_until else {
+            return false;
+        };
+        let now = Instant::now();
+        if now >= until {
+            return false;
+        }
+        tokio::time::sleep((*delay).min(until - now)).await;
+        *delay = (*delay * 2).min(BUSY_MAX_DELAY);
+        true
     }
 
     async fn ok(&mut self, cmd: Command) -> Result<Vec<String>, ModemError> {
@@ -461,22 +558,47 @@ impl Modem {
     // ----- bring-up -----
 
     /// Brings the modem from "port open" to "ready to send and receive". Fails with
-    /// [`ModemError::Sim`] (state `SimLocked`) when the SIM cannot be unlocked.
+    /// [`ModemError::Sim`] (state `SimLocked`) when the SIM cannot be unlocked. A SIM
+    /// still busy after [`ModemConfig::sim_wait`] is not a failure: the modem is held
+    /// (state `SimLocked` saying so, `sim: busy`) and brought up again at the next
+    /// health poll.
     pub async fn bring_up(&mut self) -> Result<(), ModemError> {
         // Cleared first: a bring-up that fails is retried by recovery or reopen, never
         // by spinning on the flag.
         self.needs_bring_up = false;
+        self.busy_until = Some(Instant::now() + self.cfg.sim_wait);
+        let r = self.bring_up_steps().await;
+        self.busy_until = None;
+        r
+    }
+
+    async fn bring_up_steps(&mut self) -> Result<(), ModemError> {
         self.sync().await?;
         self.query(self.short(Command::new("ATE0"))).await?;
         self.query(self.short(Command::new("AT+CMEE=1"))).await?;
         self.identify().await?;
-        if let Err(e) = self.unlock_sim().await {
-            if let ModemError::Sim(reason) = &e {
-                self.set_state(ModemState::SimLocked(reason.clone()));
+        match self.unlock_sim().await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.hold_busy_sim();
+                return Ok(());
             }
-            self.publish();
-            return Err(e);
+            Err(e) => {
+                if let ModemError::Sim(reason) = &e {
+                    self.set_state(ModemState::SimLocked(reason.clone()));
+                }
+                self.publish();
+                return Err(e);
+            }
         }
+        if std::mem::take(&mut self.sim_busy) {
+            // Leaves the busy hold: the health poll below decides the state.
+            self.set_state(ModemState::Starting);
+        }
+        // The SIM is ready; its SMS side may still be busy a moment (`+CMS ERROR: 314`):
+        // a fresh wait for the rest of the bring-up.
+        self.busy_until = Some(Instant::now() + self.cfg.sim_wait);
+        self.forget_boot_urcs().await?;
         self.report.imsi = match self.query(self.short(Command::cimi())).await? {
             Some(lines) => first_value(&lines, &["+CIMI:"]),
             None => None,
@@ -489,11 +611,66 @@ impl Modem {
             .is_some();
         self.choose_storage().await?;
         self.negotiate_cnmi().await?;
+        self.report.capabilities =
+            Some(Capabilities::from_setup(self.storage_ok, self.report.cnmi));
+        // Caller ids for the log when calls are rejected; firmware without it still
+        // says RING.
+        self.query(self.short(Command::new("AT+CLIP=1"))).await?;
         self.query(self.short(Command::new("AT+CREG=2"))).await?;
         self.query(self.short(Command::new("AT+CEREG=2"))).await?;
         self.refresh().await?;
-        if self.cfg.sweep {
+        if self.cfg.sweep && self.storage_ok {
             self.sweep().await?;
+        }
+        Ok(())
+    }
+
+    /// The SIM stayed busy through the whole wait: report it, keep the modem out of
+    /// use, and try again at the next health poll.
+    fn hold_busy_sim(&mut self) {
+        self.sim_busy = true;
+        self.report.sim = Some(SimState::Busy);
+        self.report.capabilities = None;
+        self.publish();
+        let reason = format!(
+            "SIM busy (still initialising after {:?}); checked again at the next health poll",
+            self.cfg.sim_wait
+        );
+        warn!(modem = %self.name(), "{reason}");
+        self.set_state(ModemState::SimLocked(reason));
+    }
+
+    /// Drops the boot and SIM-progress URCs that arrived while the SIM was being waited
+    /// for (`RDY`, `+CFUN: 1`, `+CPIN: NOT READY`, `SMS Ready`, ...): they describe the
+    /// start this bring-up already handles, and would otherwise start another one. If
+    /// the modem restarted meanwhile, its error and echo settings are made again.
+    async fn forget_boot_urcs(&mut self) -> Result<(), ModemError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let mut restarted = false;
+        let keep: Vec<Urc> = conn
+            .take_urcs()
+            .into_iter()
+            .filter(|u| {
+                restarted |= u.is_restart();
+                !matches!(
+                    u,
+                    Urc::Rdy
+                        | Urc::SysStart
+                        | Urc::Cfun(_)
+                        | Urc::Cpin(_)
+                        | Urc::Simst(_)
+                        | Urc::SmsReady
+                        | Urc::CallReady
+                        | Urc::Status(_)
+                )
+            })
+            .collect();
+        conn.requeue_urcs(keep);
+        if restarted {
+            self.query(self.short(Command::new("ATE0"))).await?;
+            self.query(self.short(Command::new("AT+CMEE=1"))).await?;
         }
         Ok(())
     }
@@ -512,7 +689,6 @@ impl Modem {
     }
 
     async fn identify(&mut self) -> Result<(), ModemError> {
-        let ask = |t: &str, p: &'static str| Command::new(t).expect(p).expect_raw();
         self.report.manufacturer = self
             .query(self.short(Command::cgmi()))
             .await?
@@ -521,8 +697,12 @@ impl Modem {
             .query(self.short(Command::cgmm()))
             .await?
             .and_then(|l| first_value(&l, &["+CGMM:"]));
+        let cgmr = Command::new("AT+CGMR")
+            .expect("+CGMR:")
+            .expect_raw()
+            .lenient();
         self.report.revision = self
-            .query(self.short(ask("AT+CGMR", "+CGMR:")))
+            .query(self.short(cgmr))
             .await?
             .and_then(|l| first_value(&l, &["+CGMR:", "Revision:"]))
             .or(self.report.revision.take());
@@ -535,68 +715,88 @@ impl Modem {
         Ok(())
     }
 
-    /// The ICCID (keys the PIN configuration): `+CCID` and the vendor spellings, waiting
-    /// out a busy SIM.
+    /// The ICCID (keys the PIN and SMSC configuration, and the SIM's quotas): `+CCID`,
+    /// the standard EF_ICCID read (`+CRSM`), then the vendor spellings; each answer goes
+    /// through [`parse_iccid_line`], which also undoes nibble-swapping wherever it occurs.
+    /// `None` when no command gives one (the IMSI then identifies the SIM, see
+    /// [`Report::sim_key`]). A busy SIM is waited out by [`Modem::exec`].
     async fn read_iccid(&mut self) -> Result<Option<String>, ModemError> {
-        const ASKS: [(&str, &str); 4] = [
-            ("AT+CCID", "+CCID:"),
-            ("AT^ICCID?", "^ICCID:"),
-            ("AT+QCCID", "+QCCID:"),
-            ("AT+ICCID", "+ICCID:"),
+        // Sources: ModemManager (src/mm-base-sim.c: +CRSM EF_ICCID read and its
+        // parse_iccid; plugins: ublox +CCID, huawei ^ICCID, sierra !ICCID), the
+        // Quectel (+QCCID), Telit (#CCID), Cinterion (^SCID) and SIMCom (+ICCID,
+        // SIM7xxx/A76xx +CICCID answered with +ICCID:, +CICCID: or +CCID:) AT manuals as
+        // quoted by public drivers.
+        let asks = [
+            Command::new("AT+CCID")
+                .expect("+CCID:")
+                .expect("+ICCID:")
+                .expect_raw(),
+            Command::crsm_iccid(),
+            Command::new("AT^ICCID?").expect("^ICCID:"),
+            Command::new("AT+QCCID").expect("+QCCID:").expect_raw(),
+            Command::new("AT#CCID").expect("#CCID:").expect_raw(),
+            Command::new("AT^SCID").expect("^SCID:").expect_raw(),
+            Command::new("AT!ICCID?").expect("!ICCID:"),
+            Command::new("AT+ICCID").expect("+ICCID:").expect_raw(),
+            Command::new("AT+CICCID")
+                .expect("+ICCID:")
+                .expect("+CCID:")
+                .expect_raw(),
         ];
-        let deadline = Instant::now() + self.cfg.sim_wait;
-        for (text, prefix) in ASKS {
-            loop {
-                let cmd = self.short(Command::new(text).expect(prefix).expect_raw());
-                let reply = self.exec(cmd).await?;
-                match reply.result {
-                    FinalResult::Ok => {
-                        let v = first_value(&reply.lines, &[prefix]).map(|v| {
-                            if prefix == "^ICCID:" {
-                                unswap_iccid(&v)
-                            } else {
-                                v
-                            }
-                        });
-                        if let Some(v) = v.filter(|v| looks_like_iccid(v)) {
-                            return Ok(Some(v.trim_end_matches(['F', 'f']).to_owned()));
-                        }
-                        break;
-                    }
-                    FinalResult::CmeError(e)
-                        if e.code() == Some(CmeError::SIM_BUSY) && Instant::now() < deadline =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    _ => break,
+        for cmd in asks {
+            let reply = self.exec(self.short(cmd.lenient())).await?;
+            if reply.result.is_ok() {
+                if let Some(iccid) = reply.lines.iter().find_map(|l| parse_iccid_line(l)) {
+                    return Ok(Some(iccid));
                 }
+                continue;
+            }
+            if let FinalResult::CmeError(e) = &reply.result
+                && matches!(
+                    e.code(),
+                    Some(CmeError::SIM_NOT_INSERTED | CmeError::SIM_FAILURE)
+                )
+            {
+                // No SIM to read: no other command will find one.
+                break;
             }
         }
         Ok(None)
     }
 
-    /// `AT+CPIN?`, waiting out a busy or initialising SIM.
+    /// `AT+CPIN?`, waiting out a busy or initialising SIM (`+CPIN: NOT READY`; busy
+    /// refusals are waited out by [`Modem::exec`]). When several `+CPIN:` lines came
+    /// (a URC next to the answer), the newest wins, and if they disagree the SIM is
+    /// changing state: it is asked again.
     async fn sim_state(&mut self) -> Result<SimState, ModemError> {
-        let deadline = Instant::now() + self.cfg.sim_wait;
+        let mut delay = BUSY_FIRST_DELAY;
         loop {
             let reply = self.exec(self.short(Command::cpin_query())).await?;
-            let st = match reply.result {
-                FinalResult::Ok => reply
-                    .lines
-                    .iter()
-                    .find_map(|l| info_params(l, "+CPIN:"))
-                    .and_then(|p| p.first().cloned())
-                    .map_or(SimState::Other("no +CPIN line".into()), |c| {
-                        SimState::from_cpin(&c)
-                    }),
-                FinalResult::CmeError(e) => e
-                    .code()
-                    .and_then(SimState::from_cme)
-                    .unwrap_or_else(|| SimState::Other(e.to_string())),
-                other => SimState::Other(format!("{other:?}")),
+            let (st, changing) = match reply.result {
+                r if r.is_ok() => {
+                    let codes: Vec<SimState> = reply
+                        .lines
+                        .iter()
+                        .filter_map(|l| info_params(l, "+CPIN:"))
+                        .filter_map(|p| p.first().map(|c| SimState::from_cpin(c)))
+                        .collect();
+                    let st = codes
+                        .last()
+                        .cloned()
+                        .unwrap_or(SimState::Other("no +CPIN line".into()));
+                    let changing = codes.iter().any(|c| *c != st);
+                    (st, changing)
+                }
+                FinalResult::CmeError(e) => (
+                    e.code()
+                        .and_then(SimState::from_cme)
+                        .unwrap_or_else(|| SimState::Other(e.to_string())),
+                    false,
+                ),
+                r if r.is_busy() => (SimState::Busy, false),
+                other => (SimState::Other(format!("{other:?}")), false),
             };
-            if st == SimState::Busy && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            if (st == SimState::Busy || changing) && self.busy_backoff(&mut delay).await {
                 continue;
             }
             return Ok(st);
@@ -604,142 +804,248 @@ impl Modem {
     }
 
     /// Enters the configured PIN, at most once per SIM and process lifetime if rejected.
-    async fn unlock_sim(&mut self) -> Result<(), ModemError> {
+    /// `Ok(true)` when the SIM is ready, `Ok(false)` when it stayed busy.
+    async fn unlock_sim(&mut self) -> Result<bool, ModemError> {
         let st = self.sim_state().await?;
         self.report.sim = Some(st.clone());
         match st {
-            SimState::Ready => return Ok(()),
+            SimState::Ready => return Ok(true),
+            SimState::Busy => return Ok(false),
             SimState::Pin => {}
             other => {
                 return Err(sim_error(format!("SIM {}: needs a human", other.as_str())));
             }
         }
-        let Some(iccid) = self.report.iccid.clone() else {
-            return Err(sim_error(
-                "SIM PIN required but the ICCID is unknown".into(),
-            ));
+        // The rejected-PIN record is keyed by ICCID. A modem that gives none still gets
+        // the `*` PIN, recorded against the modem itself (its IMEI, else its port).
+        let (key, label) = match &self.report.iccid {
+            Some(iccid) => (iccid.clone(), format!("ICCID {iccid}")),
+            None => {
+                let modem = self.report.imei.clone().map_or_else(
+                    || format!("port:{}", self.opener.describe()),
+                    |i| format!("imei:{i}"),
+                );
+                (
+                    modem.clone(),
+                    format!("the SIM in {modem} (ICCID unreadable)"),
+                )
+            }
         };
         let Some(pin) = self
-            .cfg
-            .pins
-            .get(&iccid)
+            .report
+            .iccid
+            .as_ref()
+            .and_then(|i| self.cfg.pins.get(i))
             .or_else(|| self.cfg.pins.get("*"))
             .cloned()
         else {
             return Err(sim_error(format!(
-                "SIM PIN required; no PIN configured for ICCID {iccid}"
+                "SIM PIN required; no PIN configured for {label}"
             )));
         };
-        if self.cfg.rejected_pins.blocks(&iccid, &pin) {
+        if self.cfg.rejected_pins.blocks(&key, &pin) {
             return Err(sim_error(format!(
-                "SIM PIN required; the configured PIN for ICCID {iccid} was rejected before and \
+                "SIM PIN required; the configured PIN for {label} was rejected before and \
                  is not retried automatically (a PUK lock is one wrong try away)"
             )));
         }
         if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
             return Err(sim_error(format!(
-                "the PIN configured for ICCID {iccid} is not 4-8 digits; not sent"
+                "the PIN configured for {label} is not 4-8 digits; not sent"
             )));
         }
-        let deadline = Instant::now() + self.cfg.sim_wait;
-        loop {
-            let cmd = self.short(Command::new(format!("AT+CPIN=\"{pin}\"")));
-            match self.exec(cmd).await {
-                Ok(r) if r.result.is_ok() => break,
-                // Busy: the PIN was not checked, so this try did not count.
-                Ok(Reply {
-                    result: FinalResult::CmeError(e),
-                    ..
-                }) if e.code() == Some(CmeError::SIM_BUSY) && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Ok(r) => {
-                    self.cfg.rejected_pins.insert(&iccid, &pin);
-                    return Err(sim_error(format!(
-                        "the configured PIN for ICCID {iccid} was rejected ({}); it will not be \
-                         tried again automatically",
-                        describe_result(&r.result)
-                    )));
-                }
-                Err(e) => {
-                    // No answer: the SIM may have counted the try. Do not risk another.
-                    self.cfg.rejected_pins.insert(&iccid, &pin);
-                    return Err(match e {
-                        ModemError::Timeout {
-                            payload_sent,
-                            resynced,
-                            ..
-                        } => ModemError::Timeout {
-                            command: "AT+CPIN=<pin>".into(),
-                            payload_sent,
-                            resynced,
-                        },
-                        e => e,
-                    });
-                }
+        let cmd = self.short(Command::new(format!("AT+CPIN=\"{pin}\"")));
+        match self.exec(cmd).await {
+            Ok(r) if r.result.is_ok() => {}
+            // Still busy after the wait: the PIN was not checked, this try did not count.
+            Ok(r) if r.result.is_busy() => return Ok(false),
+            Ok(r) => {
+                self.cfg.rejected_pins.insert(&key, &pin);
+                return Err(sim_error(format!(
+                    "the configured PIN for {label} was rejected ({}); it will not be \
+                     tried again automatically",
+                    describe_result(&r.result)
+                )));
+            }
+            Err(e) => {
+                // No answer: the SIM may have counted the try. Do not risk another.
+                self.cfg.rejected_pins.insert(&key, &pin);
+                return Err(match e {
+                    ModemError::Timeout {
+                        payload_sent,
+                        resynced,
+                        ..
+                    } => ModemError::Timeout {
+                        command: "AT+CPIN=<pin>".into(),
+                        payload_sent,
+                        resynced,
+                    },
+                    e => e,
+                });
             }
         }
+        // After the PIN the SIM initialises again (`+CPIN: NOT READY`, SIM busy): a new
+        // wait starts.
+        self.busy_until = Some(Instant::now() + self.cfg.sim_wait);
         let st = self.sim_state().await?;
         self.report.sim = Some(st.clone());
-        if st == SimState::Ready {
-            Ok(())
-        } else {
-            Err(sim_error(format!(
+        match st {
+            SimState::Ready => Ok(true),
+            SimState::Busy => Ok(false),
+            st => Err(sim_error(format!(
                 "SIM {} after the PIN was accepted",
                 st.as_str()
-            )))
+            ))),
         }
     }
 
-    async fn check_smsc(&mut self) -> Result<(), ModemError> {
-        let lines = self.query(self.short(Command::csca_query())).await?;
-        let smsc = lines
-            .iter()
+    /// The SMSC to give the modem when it has none: configured for this SIM, for any
+    /// SIM, the single legacy setting, else the last one the modem reported.
+    fn smsc_fallback(&self) -> Option<String> {
+        let valid = |s: &&String| {
+            !s.contains('"') && Address::parse(s).is_ok_and(|a| a.ton != TypeOfNumber::Alphanumeric)
+        };
+        let by_sim = [self.report.iccid.as_deref(), self.report.imsi.as_deref()]
+            .into_iter()
             .flatten()
-            .find_map(|l| info_params(l, "+CSCA:"))
-            .and_then(|p| p.first().cloned())
-            .filter(|s| !s.is_empty());
-        self.report.smsc = match (smsc, self.cfg.smsc.clone()) {
-            (Some(s), _) => Some(s),
-            (None, Some(cfg)) if Address::parse(&cfg).is_ok() && !cfg.contains('"') => {
-                let toa = if cfg.starts_with('+') { 145 } else { 129 };
-                self.query(self.short(Command::new(format!("AT+CSCA=\"{cfg}\",{toa}"))))
-                    .await?
-                    .map(|_| cfg)
+            .find_map(|k| self.cfg.smsc_overrides.get(k));
+        by_sim
+            .or_else(|| self.cfg.smsc_overrides.get("*"))
+            .or(self.cfg.smsc.as_ref())
+            .filter(valid)
+            .cloned()
+            .or_else(|| self.smsc_known.clone().filter(|s| valid(&s)))
+    }
+
+    /// Reads the SMSC (`AT+CSCA?`); when the modem has none (or forgot it), sets the
+    /// fallback, or, if the modem refuses that, has each PDU carry it.
+    async fn check_smsc(&mut self) -> Result<(), ModemError> {
+        let read = self.query(self.short(Command::csca_query())).await?;
+        let current = read
+            .as_ref()
+            .and_then(|lines| lines.iter().find_map(|l| parse_csca(l)));
+        self.smsc = match (read, current) {
+            (_, Some(s)) => {
+                self.smsc_known = Some(s.clone());
+                Smsc::Set(s)
             }
-            (None, _) => None,
+            (read, None) => match self.smsc_fallback() {
+                Some(f) => {
+                    let toa = if f.starts_with('+') { 145 } else { 129 };
+                    let set = Command::new(format!("AT+CSCA=\"{f}\",{toa}"));
+                    if read.is_some() && self.query(self.short(set)).await?.is_some() {
+                        info!(modem = %self.name(), smsc = %f, "the modem had no SMSC: set");
+                        self.smsc_known = Some(f.clone());
+                        Smsc::Set(f)
+                    } else {
+                        info!(modem = %self.name(), smsc = %f, "the modem keeps no SMSC: each PDU carries it");
+                        Smsc::InPdu(f)
+                    }
+                }
+                None if read.is_some() => Smsc::Missing,
+                None => Smsc::Unreadable,
+            },
+        };
+        self.report.smsc = match &self.smsc {
+            Smsc::Set(s) => Some(s.clone()),
+            _ => None,
         };
         Ok(())
     }
 
+    /// Before a send: the SMSC is known, read again if it may have been lost. With none
+    /// at all, the send fails here with the modem's own words for it (`+CMS ERROR: 330`,
+    /// SMSC address unknown), without a doomed `AT+CMGS`.
+    async fn ensure_smsc(&mut self) -> Result<(), ModemError> {
+        if self.smsc == Smsc::Unknown {
+            self.check_smsc().await?;
+            self.publish();
+        }
+        if self.smsc == Smsc::Missing {
+            warn!(modem = %self.name(), "cannot send: the SIM has no SMSC and none is configured (modems.smsc)");
+            return Err(ModemError::Cms {
+                command: "AT+CMGS".into(),
+                error: CmsError::from_code(CmsError::SMSC_ADDRESS_UNKNOWN),
+            });
+        }
+        Ok(())
+    }
+
+    /// A PDU as it goes out: with the SMSC in its SMSC field when the modem keeps none.
+    fn outgoing_pdu(&self, hex: &str) -> String {
+        let Smsc::InPdu(smsc) = &self.smsc else {
+            return hex.to_owned();
+        };
+        let (Some(len), Ok(addr)) = (
+            hex.get(..2).and_then(|h| usize::from_str_radix(h, 16).ok()),
+            Address::parse(smsc),
+        ) else {
+            return hex.to_owned();
+        };
+        let Some(tpdu) = hex.get(2 + 2 * len..) else {
+            return hex.to_owned();
+        };
+        let mut field = Vec::new();
+        addr.encode_smsc(&mut field);
+        format!("{}{tpdu}", crate::pdu::hex::encode(&field))
+    }
+
+    /// Selects the message storage: each configured memory with three, two, then one
+    /// `+CPMS` parameters (old Wavecom firmware refuses the three-memory form).
     async fn choose_storage(&mut self) -> Result<(), ModemError> {
+        self.storage_ok = false;
         for mem in self.cfg.storages.clone() {
             if !is_storage_name(&mem) {
                 warn!(modem = %self.name(), storage = ?mem, "not a storage name (two capitals, e.g. SM): skipped");
                 continue;
             }
-            let cmd =
-                Command::new(format!("AT+CPMS=\"{mem}\",\"{mem}\",\"{mem}\"")).expect("+CPMS:");
-            if let Some(lines) = self.query(self.storage_cmd(cmd)).await? {
-                self.mem = mem;
-                self.report.storage = lines.iter().find_map(|l| Storage::parse(l));
-                return Ok(());
+            for n in (1..=3).rev() {
+                let params = vec![format!("\"{mem}\""); n].join(",");
+                let cmd = Command::new(format!("AT+CPMS={params}")).expect("+CPMS:");
+                if let Some(lines) = self.query(self.storage_cmd(cmd)).await? {
+                    self.mem = mem;
+                    self.storage_ok = true;
+                    self.report.storage = lines.iter().find_map(|l| Storage::parse(l));
+                    return Ok(());
+                }
             }
         }
+        self.report.storage = None;
         Ok(())
     }
 
+    /// Negotiates `+CNMI`: the configured settings in order; without storage, the same
+    /// settings asking for direct delivery come first (`+CMT`, status reports as
+    /// `+CDS`), since stored messages could not be read.
     async fn negotiate_cnmi(&mut self) -> Result<(), ModemError> {
         self.report.cnmi = None;
-        for c in self.cfg.cnmi.clone() {
+        let mut candidates: Vec<Cnmi> = Vec::new();
+        if !self.storage_ok {
+            for c in &self.cfg.cnmi {
+                let direct = Cnmi {
+                    mt: 2,
+                    ds: if c.ds == 2 { 1 } else { c.ds },
+                    ..*c
+                };
+                if !candidates.contains(&direct) {
+                    candidates.push(direct);
+                }
+            }
+        }
+        for c in &self.cfg.cnmi {
+            if !candidates.contains(c) {
+                candidates.push(*c);
+            }
+        }
+        for c in candidates {
             let cmd = self.short(Command::new(format!("AT+CNMI={}", c.to_param())));
             if self.query(cmd).await?.is_some() {
                 self.report.cnmi = Some(c);
                 return Ok(());
             }
         }
-        // No indications at all: the health poll sweeps instead.
-        self.needs_sweep = true;
+        // No indications at all: the health poll sweeps instead (if there is storage).
+        self.needs_sweep = self.storage_ok;
         Ok(())
     }
 
@@ -778,9 +1084,11 @@ impl Modem {
                 .and_then(|p| p.get(2).cloned())
                 .filter(|s| !s.is_empty());
         }
-        let cpms = self.storage_cmd(Command::new("AT+CPMS?").expect("+CPMS:"));
-        if let Some(lines) = self.query(cpms).await? {
-            self.report.storage = lines.iter().find_map(|l| Storage::parse(l));
+        if self.storage_ok {
+            let cpms = self.storage_cmd(Command::new("AT+CPMS?").expect("+CPMS:").lenient());
+            if let Some(lines) = self.query(cpms).await? {
+                self.report.storage = lines.iter().find_map(|l| Storage::parse(l));
+            }
         }
         self.publish();
         self.update_state();
@@ -815,11 +1123,17 @@ impl Modem {
         if self.report.storage.is_some_and(|s| s.is_full()) {
             reasons.push("message storage full".into());
         }
-        if self.report.smsc.is_none() {
+        if self.smsc == Smsc::Missing {
             reasons.push("no SMSC".into());
         }
-        if self.report.cnmi.is_none() {
-            reasons.push("no new-message indications (+CNMI refused): polling".into());
+        match self.report.capabilities {
+            Some(c) if !c.receive => {
+                reasons.push("cannot receive (no +CNMI and no message storage)".into());
+            }
+            Some(_) if self.report.cnmi.is_none() => {
+                reasons.push("no new-message indications (+CNMI refused): polling".into());
+            }
+            _ => {}
         }
         self.set_state(if reasons.is_empty() {
             ModemState::Ready
@@ -828,13 +1142,14 @@ impl Modem {
         });
     }
 
-    /// The periodic work: health poll, and a sweep when messages wait for a retry.
+    /// The periodic work: health poll, and a sweep when messages wait for a retry; a
+    /// bring-up when the modem restarted or its SIM was still busy.
     pub async fn periodic(&mut self) -> Result<(), ModemError> {
-        if self.needs_bring_up {
+        if self.needs_bring_up || self.sim_busy {
             return self.bring_up().await;
         }
         self.refresh().await?;
-        if self.needs_sweep || self.report.cnmi.is_none() {
+        if self.storage_ok && (self.needs_sweep || self.report.cnmi.is_none()) {
             self.sweep().await?;
         }
         Ok(())
@@ -855,6 +1170,7 @@ impl Modem {
             TextEncoding::Gsm7(_) => "gsm7",
             TextEncoding::Ucs2 => "ucs2",
         };
+        self.ready_to_send().await?;
         let total = parts.len();
         if total > 1 {
             // Best-effort: without it the modem may drop the link between parts, which is
@@ -863,8 +1179,7 @@ impl Modem {
         }
         let mut mrs = Vec::with_capacity(total);
         for part in &parts {
-            let cmd = Command::cmgs(part.tpdu_len, part.hex()).timeout(self.cfg.send_timeout);
-            match self.send_part(cmd).await {
+            match self.send_part(part.tpdu_len, &part.hex()).await {
                 Ok(mr) => mrs.push(mr),
                 Err(e) if mrs.is_empty() => return Err(e),
                 Err(e) => {
@@ -890,14 +1205,14 @@ impl Modem {
         parts: &[PduPart],
         progress: &tokio::sync::mpsc::UnboundedSender<(u32, u8)>,
     ) -> Result<SendReport, ModemError> {
+        self.ready_to_send().await?;
         let total = parts.len();
         if total > 1 {
             self.query(self.short(Command::new("AT+CMMS=2"))).await?;
         }
         let mut mrs = Vec::with_capacity(total);
         for part in parts {
-            let cmd = Command::cmgs(part.tpdu_len, part.hex.clone()).timeout(self.cfg.send_timeout);
-            match self.send_part(cmd).await {
+            match self.send_part(part.tpdu_len, &part.hex).await {
                 Ok(mr) => {
                     let _ = progress.send((part.seq, mr));
                     mrs.push(mr);
@@ -918,8 +1233,35 @@ impl Modem {
         })
     }
 
-    async fn send_part(&mut self, cmd: Command) -> Result<u8, ModemError> {
-        let reply = self.exec(cmd).await?;
+    /// What must hold before a message goes out: a SIM that finished initialising and
+    /// a known SMSC.
+    async fn ready_to_send(&mut self) -> Result<(), ModemError> {
+        if self.sim_busy {
+            return Err(ModemError::Sim(
+                "SIM busy (still initialising): not sending yet".into(),
+            ));
+        }
+        self.ensure_smsc().await
+    }
+
+    /// One `AT+CMGS`. Refused with "SMSC address unknown" (the modem forgot it), the
+    /// SMSC is read and set again and the part goes once more: nothing was sent.
+    async fn send_part(&mut self, tpdu_len: usize, hex: &str) -> Result<u8, ModemError> {
+        let mut again = true;
+        let reply = loop {
+            let cmd =
+                Command::cmgs(tpdu_len, self.outgoing_pdu(hex)).timeout(self.cfg.send_timeout);
+            let reply = self.exec(cmd).await?;
+            let smsc_lost = matches!(&reply.result, FinalResult::CmsError(e)
+                if e.code() == Some(CmsError::SMSC_ADDRESS_UNKNOWN));
+            if smsc_lost && std::mem::take(&mut again) {
+                warn!(modem = %self.name(), "the modem lost its SMSC; setting it again");
+                self.smsc = Smsc::Unknown;
+                self.ensure_smsc().await?;
+                continue;
+            }
+            break reply;
+        };
         if !reply.result.is_ok() {
             return Err(ModemError::from_result("AT+CMGS", reply.result));
         }
@@ -1017,6 +1359,35 @@ impl Modem {
                 return Err(e);
             }
         }
+        if let Some(caller) = self.ringing.take() {
+            self.reject_call(caller).await?;
+        }
+        Ok(())
+    }
+
+    /// Hangs up an incoming call (`ATH`, or `AT+CHUP` where `ATH` is refused): a gateway
+    /// answers no calls, and a ringing modem may hold back its SMS. Runs between
+    /// commands only, never inside an `AT+CMGS` exchange. The rings of the same call
+    /// that arrived meanwhile are dropped.
+    async fn reject_call(&mut self, caller: Option<String>) -> Result<(), ModemError> {
+        let mut done = self.query(self.short(Command::new("ATH"))).await?.is_some();
+        if !done {
+            done = self
+                .query(self.short(Command::new("AT+CHUP")))
+                .await?
+                .is_some();
+        }
+        let who = caller.as_deref().unwrap_or("withheld");
+        if done {
+            self.calls_rejected.fetch_add(1, Ordering::Relaxed);
+            info!(modem = %self.name(), caller = %who, "incoming call rejected");
+        } else {
+            warn!(modem = %self.name(), caller = %who, "incoming call: ATH and AT+CHUP refused");
+        }
+        if let Some(c) = self.conn.as_mut() {
+            let rest: Vec<Urc> = c.take_urcs().into_iter().filter(|u| !u.is_call()).collect();
+            c.requeue_urcs(rest);
+        }
         Ok(())
     }
 
@@ -1049,9 +1420,18 @@ impl Modem {
                 self.publish();
             }
             // The modem restarted on its own: every setting is gone.
-            Urc::Rdy => self.needs_bring_up = true,
+            Urc::Rdy | Urc::SysStart => self.needs_bring_up = true,
             Urc::Cpin(code) if SimState::from_cpin(&code) != SimState::Ready => {
                 self.needs_bring_up = true;
+            }
+            // The radio was switched (by a reset, or another program): some firmware
+            // forgets the SMSC with it.
+            Urc::Cfun(_) => self.smsc = Smsc::Unknown,
+            Urc::Clip { number, .. } => {
+                self.ringing = Some(Some(number).filter(|n| !n.is_empty()));
+            }
+            u if u.is_call() => {
+                self.ringing.get_or_insert(None);
             }
             _ => {}
         }

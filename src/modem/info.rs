@@ -261,6 +261,43 @@ pub struct Report {
     pub storage: Option<Storage>,
     /// The negotiated `AT+CNMI`.
     pub cnmi: Option<Cnmi>,
+    /// What the modem can do besides sending, once brought up (`null` before).
+    pub capabilities: Option<Capabilities>,
+}
+
+impl Report {
+    /// The key that identifies the SIM: its ICCID, or its IMSI when no command of the
+    /// modem gives the ICCID.
+    pub fn sim_key(&self) -> Option<&str> {
+        self.iccid.as_deref().or(self.imsi.as_deref())
+    }
+}
+
+/// What a modem can do besides sending (it always can send once brought up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Inbound messages reach the driver: indicated (`+CNMI`, stored or direct), or
+    /// found by polling the storage.
+    pub receive: bool,
+    /// A message storage could be selected (`+CPMS`): messages are read from it and
+    /// deleted once committed.
+    pub storage: bool,
+    /// Status reports reach the driver (`+CNMI` `<ds>` set, stored ones needing storage).
+    pub status_reports: bool,
+}
+
+impl Capabilities {
+    /// What follows from the storage and the `+CNMI` setting the modem accepted.
+    pub fn from_setup(storage: bool, cnmi: Option<Cnmi>) -> Capabilities {
+        let direct = cnmi.is_some_and(|c| matches!(c.mt, 2 | 3));
+        Capabilities {
+            // Stored messages are read whether indicated or found by the health poll's
+            // sweep; without storage only direct delivery brings them.
+            receive: storage || direct,
+            storage,
+            status_reports: cnmi.is_some_and(|c| c.ds == 1 || (c.ds == 2 && storage)),
+        }
+    }
 }
 
 /// The first bare line of an identification answer, without a `+CGMI: `-style prefix
@@ -273,6 +310,83 @@ pub fn first_value(lines: &[String], prefixes: &[&str]) -> Option<String> {
         }
     }
     Some(line.trim_matches('"').to_owned())
+}
+
+/// The ICCID in an answer line of any identity command: `+CCID: 89...`, `^ICCID: 98...`,
+/// `#CCID:`, `^SCID:`, `!ICCID:`, `+QCCID:`, a bare line, or the data of
+/// `+CRSM: <sw1>,<sw2>,"<hex>"` (a successful EF_ICCID read). See [`normalize_iccid`].
+pub fn parse_iccid_line(line: &str) -> Option<String> {
+    let line = line.trim();
+    if let Some(p) = info_params(line, "+CRSM:") {
+        // 27.007 §8.18: sw1 0x90 (sw2 0), 0x91, 0x92 or 0x9F is a normal ending.
+        let sw1: u8 = p.first()?.parse().ok()?;
+        let sw2: u8 = p.get(1)?.parse().ok()?;
+        let ok = matches!((sw1, sw2), (0x90, 0) | (0x91 | 0x92 | 0x9F, _));
+        return ok
+            .then(|| p.get(2).and_then(|d| normalize_iccid(d)))
+            .flatten();
+    }
+    let value = match line.as_bytes().first() {
+        Some(b'+' | b'^' | b'#' | b'!' | b'$' | b'%' | b'*') => line.split_once(':')?.1,
+        _ => line,
+    };
+    normalize_iccid(value)
+}
+
+/// An ICCID as the SIM stores it or as a modem prints it, made canonical: quotes and
+/// spaces dropped; nibble-swapped BCD (it then starts `98`: every ICCID starts with the
+/// telecom industry identifier `89`, ITU-T E.118) swapped back; the `F` filler of a
+/// 19-digit ICCID dropped. `None` unless 18–22 digits remain. The same rule as
+/// ModemManager's `mm_3gpp_parse_iccid`, so no vendor switch decides about swapping.
+pub fn normalize_iccid(raw: &str) -> Option<String> {
+    let s: String = raw
+        .trim()
+        .trim_matches('"')
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'F' || b == b'f')
+    {
+        return None;
+    }
+    let s = if s.starts_with("98") && s.len().is_multiple_of(2) {
+        unswap_iccid(&s)
+    } else {
+        s
+    };
+    let s = s.trim_end_matches(['F', 'f']).to_owned();
+    (s.starts_with("89") && looks_like_iccid(&s)).then_some(s)
+}
+
+/// The SMSC of a `+CSCA: "<number>",<type>` line, `None` when it is empty. A number the
+/// modem prints in UCS2 hex (`AT+CSCS="UCS2"`: `"002B003400390031..."`) is decoded.
+pub fn parse_csca(line: &str) -> Option<String> {
+    let p = info_params(line, "+CSCA:")?;
+    let raw = p.first()?.trim();
+    let is_number = |s: &str| {
+        !s.is_empty()
+            && s.trim_start_matches('+')
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
+            && s.bytes().any(|b| b.is_ascii_digit())
+    };
+    if is_number(raw) {
+        return Some(raw.to_owned());
+    }
+    if raw.len() >= 8 && raw.len().is_multiple_of(4) && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let units: Vec<u16> = raw
+            .as_bytes()
+            .chunks(4)
+            .filter_map(|c| std::str::from_utf8(c).ok())
+            .filter_map(|c| u16::from_str_radix(c, 16).ok())
+            .collect();
+        let decoded = String::from_utf16(&units).ok()?;
+        return is_number(&decoded).then_some(decoded);
+    }
+    None
 }
 
 /// Huawei's `^ICCID` is the SIM's nibble-swapped BCD: swap back, drop the `F` filler.

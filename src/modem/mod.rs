@@ -4,7 +4,8 @@
 //! opening serial, TCP and test links ([`link`]); driving the sans-IO AT session with real
 //! IO and time ([`conn`]); bring-up (sync, identity, SIM and PIN, PDU mode, SMSC,
 //! storage, `+CNMI` negotiation, sweep), sending with `+CMMS=2`, receiving with
-//! sink-before-delete, health polling, USSD and the recovery ladder ([`driver`]); the
+//! sink-before-delete, health polling, USSD, rejecting incoming calls and the recovery
+//! ladder ([`driver`]); the
 //! task and its handle ([`task`]); the sink contract ([`sink`]); what the driver learns
 //! and how it is parsed ([`info`]); and its errors ([`error`]).
 //!
@@ -12,6 +13,13 @@
 //! `+CNMA`) only after the sink committed it; a PIN the SIM rejected is never sent
 //! again automatically; a `+CMGS` answered `OK` without an MR is a failure; a `+CMGS`
 //! timeout after the PDU went out is reported as possibly sent.
+//!
+//! Real modems deviate (issue #11): the driver follows general rules rather than
+//! per-model switches. Busy answers during bring-up are asked again with backoff; the
+//! SMSC is checked before a send and set again when lost; a modem without `+CNMI` or
+//! storage still sends and says what it cannot do ([`Capabilities`]); the ICCID comes
+//! from whichever command the modem has, else the IMSI keys the SIM
+//! ([`Report::sim_key`]); incoming calls are hung up between commands and counted.
 
 pub mod conn;
 pub mod driver;
@@ -30,7 +38,7 @@ pub use driver::{
     UssdReply,
 };
 pub use error::ModemError;
-pub use info::{Cnmi, Registration, Report, Signal, SimState, Storage};
+pub use info::{Capabilities, Cnmi, Registration, Report, Signal, SimState, Storage};
 pub use link::{BoxFuture, Endpoint, EndpointOpener, Link, Opener, SerialSettings, open_endpoint};
 pub use sink::{ChannelSink, Delivery, Inbound, InboundSink, Origin, SinkError};
 pub use task::ModemHandle;

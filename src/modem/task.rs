@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -30,11 +31,15 @@ enum Request {
 }
 
 /// The pool's side of a modem task.
+/// How long [`ModemHandle::shutdown`] lets a task finish what it is doing.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 pub struct ModemHandle {
     name: String,
     tx: mpsc::Sender<Request>,
     state: watch::Receiver<ModemState>,
     report: watch::Receiver<Report>,
+    calls_rejected: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -50,6 +55,7 @@ impl ModemHandle {
         let name = modem.name();
         let state = modem.watch_state();
         let report = modem.watch_report();
+        let calls_rejected = modem.calls_rejected_counter();
         let (tx, rx) = mpsc::channel(16);
         let task = tokio::spawn(run(modem, rx));
         Self {
@@ -57,8 +63,15 @@ impl ModemHandle {
             tx,
             state,
             report,
+            calls_rejected,
             task,
         }
+    }
+
+    /// Incoming voice calls the modem rejected (hung up) since the task started: a
+    /// counter for metrics.
+    pub fn calls_rejected(&self) -> u64 {
+        self.calls_rejected.load(Ordering::Relaxed)
     }
 
     /// The modem's name.
@@ -128,10 +141,20 @@ impl ModemHandle {
         self.ask(|tx| Request::Command(cmd, tx)).await
     }
 
-    /// Stops the task and waits for it (the port is closed when this returns).
+    /// Stops the task and waits for it (the port is closed when this returns). A task
+    /// busy past [`SHUTDOWN_GRACE`] (a bring-up waiting out a busy SIM, a hung command)
+    /// is aborted: shutdown never waits on a modem. A send cut short this way is
+    /// recorded as in flight and reconciled at the next start.
     pub async fn shutdown(self) {
-        drop(self.tx);
-        let _ = self.task.await;
+        let ModemHandle { tx, mut task, .. } = self;
+        drop(tx);
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 

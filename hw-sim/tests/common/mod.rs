@@ -96,6 +96,12 @@ impl Port {
         std::mem::take(&mut self.buf)
     }
 
+    /// Whatever is readable right now, without waiting.
+    pub fn read_now(&mut self) -> Vec<u8> {
+        while self.fill() {}
+        std::mem::take(&mut self.buf)
+    }
+
     /// Everything that arrives within `d`.
     pub fn drain(&mut self, d: Duration) -> Vec<u8> {
         self.read_until(d, |_| false)
