@@ -478,3 +478,145 @@ async fn long_messages_to_one_number_never_share_a_reference() {
     }
     d.stop().await;
 }
+
+/// The daemon on one simulated modem of `profile`, driving exactly `port`.
+async fn start_on(bank_ports: Vec<String>, dir: &std::path::Path) -> Daemon {
+    let mut config = Config::default();
+    config.modems.command_timeout_ms = 2_000;
+    config.modems.send_timeout_ms = 10_000;
+    let opts = ServeOptions {
+        config,
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        db: Some(dir.join("gsmgw.db")),
+        ports: bank_ports,
+        sim: None,
+        sim_latency: None,
+        tokens: vec![TOKEN.into()],
+    };
+    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(30))
+        .await
+        .expect("daemon ready in time");
+    Daemon {
+        running: spawned.running,
+        stop: Some(spawned.stop),
+        task: spawned.task,
+        http: reqwest::Client::new(),
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// Issue #11: every model of the zoo, as a new user would meet it: `gsmgw probe`
+/// reports its identity; `gsmgw serve` sends through it (a long message included) and
+/// receives where the device can. The busy and forgetful ones (SMSC lost, SIM busy
+/// after boot, device busy after `+CFUN`) still end up sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_zoo_model_is_probed_sends_and_receives() {
+    let mut results = Vec::new();
+    for profile in hw_sim::profile::ZOO {
+        let dir = tempfile::tempdir().unwrap();
+        let bank = hw_sim::Bank::start(hw_sim::BankConfig {
+            modems: 1,
+            link_dir: dir.path().join("bank"),
+            profile,
+            latency: (10, 10),
+            seed: 7,
+            scenario: None,
+            tcp_base: None,
+            control: None,
+        })
+        .await
+        .unwrap();
+        let info = bank.modems().remove(0);
+        let port = info.path.display().to_string();
+        // gsmgw probe, the binary, as a user runs it.
+        let p = port.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+                .args(["probe", &p, "--timeout", "3s"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let probe: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{profile:?}: probe printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(probe["imei"], info.imei, "{profile:?}: {probe}");
+        assert!(probe["manufacturer"].is_string(), "{profile:?}: {probe}");
+        let sim_id = probe["iccid"].as_str().or(probe["imsi"].as_str());
+        assert!(sim_id.is_some(), "{profile:?}: no SIM identity: {probe}");
+        let can_receive = probe["capabilities"]["receive"].as_bool().unwrap_or(false);
+
+        let d = start_on(vec![port], dir.path()).await;
+        let long = format!("{profile:?} works: ").repeat(12);
+        let mut ids = Vec::new();
+        for text in ["Your code is 482913".to_owned(), long.clone()] {
+            let (s, v) = d.post(json!({"to": "+491701234567", "text": text})).await;
+            assert_eq!(s, 202, "{profile:?}: {v}");
+            ids.push(v["id"].as_i64().unwrap());
+        }
+        for id in &ids {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let m = d.get(*id).await;
+                if m["status"] == "sent" || m["status"] == "delivered" {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{profile:?}: message {id} never sent: {m}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let sent: Vec<String> = bank
+            .messages()
+            .iter()
+            .map(|m| m.text.clone())
+            .collect();
+        assert!(sent.contains(&long), "{profile:?}: the long message reassembled: {sent:?}");
+        if can_receive {
+            bank.inject_inbound(0, "+491709876543", &format!("hello {profile:?}"))
+                .unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let inbox: Value = d
+                    .http
+                    .get(d.url("/v1/inbox"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let items = inbox["items"].as_array().cloned().unwrap_or_default();
+                if items
+                    .iter()
+                    .any(|m| m["text"] == format!("hello {profile:?}"))
+                {
+                    assert_eq!(items.len(), 1, "{profile:?}: stored once: {inbox}");
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{profile:?}: inbound never stored: {inbox}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        results.push(format!(
+            "{profile:?}: probe ok ({} {}), sent 2 (long: {} chars), received: {}",
+            probe["manufacturer"].as_str().unwrap_or("?"),
+            probe["model"].as_str().unwrap_or("?"),
+            long.chars().count(),
+            if can_receive { "yes" } else { "cannot receive (by design)" }
+        ));
+        d.stop().await;
+        bank.shutdown().await;
+    }
+    println!("{}", results.join("\n"));
+}

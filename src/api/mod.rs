@@ -377,6 +377,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(depth) = state.store.read(crate::store::queue_depth).await {
         crate::telemetry::queue_depth(&depth);
     }
+    for m in state.modems.modems() {
+        if let (Some(id), Some(n)) = (m["id"].as_str(), m["calls_rejected"].as_u64()) {
+            metrics::counter!("gsmgw_calls_rejected_total", "modem" => id.to_owned()).absolute(n);
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

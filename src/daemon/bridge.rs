@@ -204,7 +204,8 @@ pub fn pool_status(name: &str, h: &ModemHandle, enabled: bool) -> ModemStatus {
     use crate::modem::Registration as R;
     ModemStatus {
         modem: name.to_owned(),
-        iccid: report.iccid.clone(),
+        // The ICCID, else the IMSI for modems that cannot read it (docs/hardware.md).
+        iccid: report.sim_key().map(str::to_owned),
         sim_ready: state.is_usable()
             && matches!(report.sim, Some(crate::modem::SimState::Ready) | None),
         registration: match report.registration {

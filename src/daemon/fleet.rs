@@ -159,6 +159,8 @@ impl Fleet {
             pins: m.pins.clone().into_iter().collect(),
             rejected_pins: self.rejected.clone(),
             health_interval: Duration::from_secs(m.health_interval_secs),
+            smsc_overrides: m.smsc.clone().into_iter().collect(),
+            init: m.port_config(port).map(|p| p.init.clone()).unwrap_or_default(),
             ..ModemConfig::default()
         }
     }
@@ -532,6 +534,7 @@ impl ModemsView for Fleet {
                 serde_json::json!({
                     "id": name,
                     "spare_ports": self.spares(name),
+                    "calls_rejected": h.calls_rejected(),
                     "enabled": enabled,
                     "state": h.state(),
                     "manufacturer": r.manufacturer,

@@ -192,6 +192,9 @@ pub struct ModemConfig {
     pub quarantine_after: u32,
     /// See `quarantine_after`.
     pub quarantine_window: Duration,
+    /// Extra AT commands from the operator (`[[modems.port]] init`), run in order at
+    /// the end of every bring-up; one the modem refuses is logged, not fatal.
+    pub init: Vec<String>,
 }
 
 impl Default for ModemConfig {
@@ -239,6 +242,7 @@ impl Default for ModemConfig {
             reset_wait: Duration::from_secs(3),
             quarantine_after: 5,
             quarantine_window: Duration::from_secs(600),
+            init: Vec::new(),
         }
     }
 }
@@ -618,6 +622,11 @@ impl Modem {
         self.query(self.short(Command::new("AT+CLIP=1"))).await?;
         self.query(self.short(Command::new("AT+CREG=2"))).await?;
         self.query(self.short(Command::new("AT+CEREG=2"))).await?;
+        for line in self.cfg.init.clone() {
+            if self.query(self.short(Command::new(&line))).await?.is_none() {
+                warn!(modem = %self.name(), command = %line, "the modem refused an init command");
+            }
+        }
         self.refresh().await?;
         if self.cfg.sweep && self.storage_ok {
             self.sweep().await?;
