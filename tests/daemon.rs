@@ -572,12 +572,11 @@ async fn every_zoo_model_is_probed_sends_and_receives() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let sent: Vec<String> = bank
-            .messages()
-            .iter()
-            .map(|m| m.text.clone())
-            .collect();
-        assert!(sent.contains(&long), "{profile:?}: the long message reassembled: {sent:?}");
+        let sent: Vec<String> = bank.messages().iter().map(|m| m.text.clone()).collect();
+        assert!(
+            sent.contains(&long),
+            "{profile:?}: the long message reassembled: {sent:?}"
+        );
         if can_receive {
             bank.inject_inbound(0, "+491709876543", &format!("hello {profile:?}"))
                 .unwrap();
@@ -613,10 +612,222 @@ async fn every_zoo_model_is_probed_sends_and_receives() {
             probe["manufacturer"].as_str().unwrap_or("?"),
             probe["model"].as_str().unwrap_or("?"),
             long.chars().count(),
-            if can_receive { "yes" } else { "cannot receive (by design)" }
+            if can_receive {
+                "yes"
+            } else {
+                "cannot receive (by design)"
+            }
         ));
         d.stop().await;
         bank.shutdown().await;
     }
     println!("{}", results.join("\n"));
+}
+
+/// Issue #11: a bank of multi-port sticks (Huawei E1752: a modem port that answers AT
+/// but gets no URCs, a voice port that never answers AT, a PCUI port with AT and every
+/// URC), given to the daemon as `/dev/gsmgw/*-if*`-style links: exactly one modem per
+/// stick, the other AT port a spare (never driven), the URC port ends up driven, an
+/// inbound message is stored once, and a stick unplugged mid-send fails over and comes
+/// back as the same modem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_port_sticks_are_one_modem_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = hw_sim::Bank::start(hw_sim::BankConfig {
+        modems: 2,
+        link_dir: dir.path().join("bank"),
+        profile: hw_sim::ProfileName::HuaweiE1752,
+        latency: (200, 200),
+        seed: 9,
+        scenario: None,
+        tcp_base: None,
+        control: None,
+    })
+    .await
+    .unwrap();
+    let infos = bank.modems();
+    assert!(infos.iter().all(|m| m.ports.len() == 3), "{infos:?}");
+    let glob = format!("{}/modem*-if*", dir.path().join("bank").display());
+    let d = start_on(vec![glob], dir.path()).await;
+    let modems = |d: &Daemon| {
+        let (http, url) = (d.http.clone(), d.url("/v1/modems"));
+        async move {
+            let v: Value = http
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v.as_array().cloned().unwrap_or_default()
+        }
+    };
+    let ms = modems(&d).await;
+    assert_eq!(ms.len(), 2, "one modem per stick: {ms:?}");
+    for m in &ms {
+        assert_eq!(m["spare_ports"].as_array().map(Vec::len), Some(1), "{m}");
+    }
+    let mut iccids: Vec<String> = Vec::new();
+    // Inbound to each stick: the +CMTI comes on the PCUI port only; stored once each.
+    for (i, info) in infos.iter().enumerate() {
+        bank.inject_inbound(i, "+491709876543", &format!("to stick {i}"))
+            .unwrap();
+        iccids.push(info.iccid.clone());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let inbox: Value = d
+            .http
+            .get(d.url("/v1/inbox"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let texts: Vec<String> = inbox["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if texts.len() >= 2 {
+            let mut t = texts.clone();
+            t.sort();
+            assert_eq!(t, vec!["to stick 0", "to stick 1"], "each stored once");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "inbound: {inbox}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Now each stick is driven through its URC (PCUI) port.
+    let ms = modems(&d).await;
+    assert_eq!(ms.len(), 2, "{ms:?}");
+    for m in &ms {
+        let id = m["id"].as_str().unwrap();
+        let role = infos
+            .iter()
+            .flat_map(|i| &i.ports)
+            .find(|p| p.path.display().to_string() == id)
+            .map(|p| p.urcs);
+        assert_eq!(role, Some(true), "driven through the URC port: {m}");
+    }
+    // A burst, with stick 0 unplugged mid-way: everything goes out, stick 0 returns as
+    // the same modem (same SIM).
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let (s, v) = d
+            .post(json!({"to": "+491701234567", "text": format!("burst {n}")}))
+            .await;
+        assert_eq!(s, 202, "{v}");
+        ids.push(v["id"].as_i64().unwrap());
+        if n == 3 {
+            bank.set_fault(0, hw_sim::Fault::Unplug { down_ms: 700 })
+                .unwrap();
+        }
+    }
+    for id in ids {
+        d.wait_status(id, "delivered").await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ms = modems(&d).await;
+        let mut got: Vec<String> = ms
+            .iter()
+            .filter(|m| m["state"]["state"] == "ready")
+            .filter_map(|m| m["iccid"].as_str().map(str::to_owned))
+            .collect();
+        got.sort();
+        let mut want = iccids.clone();
+        want.sort();
+        if ms.len() == 2 && got == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "after replug: {ms:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.stop().await;
+    bank.shutdown().await;
+}
+
+/// Issue #11: a modem rung again and again (customers call the number that texted
+/// them) during a burst still sends every message; each call is hung up, between
+/// commands, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modem_rung_during_a_burst_sends_everything_and_hangs_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = hw_sim::Bank::start(hw_sim::BankConfig {
+        modems: 1,
+        link_dir: dir.path().join("bank"),
+        profile: hw_sim::ProfileName::Generic,
+        latency: (100, 100),
+        seed: 4,
+        scenario: None,
+        tcp_base: None,
+        control: None,
+    })
+    .await
+    .unwrap();
+    let port = bank.modems()[0].path.display().to_string();
+    let d = start_on(vec![port], dir.path()).await;
+    // Five callers, one after another (a modem has one incoming call at a time), each
+    // ringing while four messages are sent.
+    let mut ids = Vec::new();
+    let calls = 5;
+    for call in 0..calls {
+        let id = bank
+            .ring(
+                0,
+                hw_sim::RingSpec {
+                    from: format!("+4917012300{call:02}"),
+                    count: 10,
+                    interval_ms: 500,
+                    cms_error: None,
+                },
+            )
+            .unwrap();
+        for n in 0..4 {
+            let (s, v) = d
+                .post(json!({"to": "+491701234567", "text": format!("order {call}-{n} shipped")}))
+                .await;
+            assert_eq!(s, 202, "{v}");
+            ids.push(v["id"].as_i64().unwrap());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rec = bank.calls(0).unwrap();
+            let c = rec.iter().find(|c| c.id == id).unwrap();
+            if c.ended_by.is_some() {
+                assert!(!c.answered, "{c:?}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "call {id} not hung up: {rec:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for id in ids {
+        d.wait_status(id, "delivered").await;
+    }
+    let ms: Value = d
+        .http
+        .get(d.url("/v1/modems"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ms[0]["calls_rejected"].as_u64(), Some(calls), "{ms}");
+    d.stop().await;
+    bank.shutdown().await;
 }

@@ -7,7 +7,10 @@
 //! share one SIM and one radio. Ports are grouped by the IMEI they answer `AT+CGSN`
 //! with; one port of a device is driven (the primary) and the others are kept as
 //! spares — never driven, so no SIM is ever driven through two ports — and one is
-//! promoted if the primary's port goes away for good. Ports present at start-up are
+//! promoted if the primary's port goes away for good. Real sticks send URCs (`+CMTI`,
+//! `+CDS`, `RING`) on one AT port only, and which one differs by model and firmware:
+//! a spare is listened to (read, never written), and the first message or call URC
+//! seen on it makes it the primary, once per device. Ports present at start-up are
 //! probed exactly like hot-plugged ones; a port that does not answer AT is probed
 //! again later with backoff (a modem still booting, or hung when the daemon started).
 
@@ -39,6 +42,22 @@ struct Entry {
 struct Device {
     primary: String,
     spares: Vec<String>,
+    /// The primary was chosen by where URCs arrive: no more swaps.
+    settled: bool,
+}
+
+/// URCs that real multi-port sticks send on one AT port only: where they arrive is
+/// the port to drive.
+const ROUTED_URCS: &[&str] = &[
+    "+CMTI:", "+CMT:", "+CDS:", "+CDSI:", "RING", "+CRING:", "+CLIP:", "+CBM:",
+];
+
+/// Whether a line from a spare port is one of [`ROUTED_URCS`].
+fn is_routed_urc(line: &str) -> bool {
+    let l = line.trim();
+    ROUTED_URCS
+        .iter()
+        .any(|p| l.starts_with(p) && (p.ends_with(':') || l.len() == p.len()))
 }
 
 /// What probing a port found.
@@ -97,6 +116,8 @@ pub struct Fleet {
     devices: Mutex<HashMap<String, Device>>,
     /// Ports that did not answer AT, with their re-probe task.
     ignored: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Spare ports' listeners (read-only, for routed URCs).
+    listeners: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     cfg: Config,
     rejected: RejectedPins,
     sink: Arc<StoreSink>,
@@ -118,6 +139,7 @@ impl Fleet {
             entries: Mutex::new(Vec::new()),
             devices: Mutex::default(),
             ignored: Mutex::default(),
+            listeners: Mutex::default(),
             cfg,
             rejected,
             sink,
@@ -160,7 +182,10 @@ impl Fleet {
             rejected_pins: self.rejected.clone(),
             health_interval: Duration::from_secs(m.health_interval_secs),
             smsc_overrides: m.smsc.clone().into_iter().collect(),
-            init: m.port_config(port).map(|p| p.init.clone()).unwrap_or_default(),
+            init: m
+                .port_config(port)
+                .map(|p| p.init.clone())
+                .unwrap_or_default(),
             ..ModemConfig::default()
         }
     }
@@ -236,9 +261,11 @@ impl Fleet {
     /// Stops every task (shutdown), all at once: each gets at most the modem task's
     /// shutdown grace, so a bank of hung modems stops as fast as one.
     pub async fn remove_all(&self) {
-        if let Ok(mut m) = self.ignored.lock() {
-            for (_, t) in m.drain() {
-                t.abort();
+        for tasks in [&self.ignored, &self.listeners] {
+            if let Ok(mut m) = tasks.lock() {
+                for (_, t) in m.drain() {
+                    t.abort();
+                }
             }
         }
         let ports: Vec<String> = self
@@ -261,13 +288,30 @@ impl Fleet {
 
     /// Opens a port briefly: does it answer `AT`, and which device (IMEI) is it?
     pub async fn probe(&self, port: &str) -> Probed {
+        // Bounded: a port that never answers (a stick's voice or GPS port) must not
+        // hold up the others or the daemon's start.
+        tokio::time::timeout(Duration::from_secs(8), self.probe_inner(port))
+            .await
+            .unwrap_or(Probed::NoAt)
+    }
+
+    async fn probe_inner(&self, port: &str) -> Probed {
         let Some(opener) = self.opener(port) else {
             return Probed::NoAt;
         };
+        let timeout = Duration::from_millis(self.cfg.modems.command_timeout_ms.min(1_500));
+        let base = self.modem_config(port);
         let cfg = ModemConfig {
-            command_timeout: Duration::from_millis(self.cfg.modems.command_timeout_ms.min(1_500)),
+            command_timeout: timeout,
             sweep: false,
-            ..self.modem_config(port)
+            session: crate::at::SessionConfig {
+                drain_quiet: Duration::from_millis(200),
+                drain_max: Duration::from_secs(1),
+                resync_timeout: timeout.min(Duration::from_secs(1)),
+                resync_attempts: 1,
+                ..base.session.clone()
+            },
+            ..base
         };
         let mut m = Modem::new(opener, cfg, None);
         if m.open().await.is_err() {
@@ -287,7 +331,7 @@ impl Fleet {
             m.close();
             return Probed::NoAt;
         }
-        let imei = match m.exec(Command::new("AT+CGSN")).await {
+        let imei = match m.exec(Command::cgsn()).await {
             Ok(r) if r.result.is_ok() => imei_of(&r.lines),
             _ => None,
         };
@@ -349,7 +393,11 @@ impl Fleet {
                             d.spares.push(port.to_owned());
                         }
                         let primary = d.primary.clone();
+                        let settled = d.settled;
                         drop(devices);
+                        if !settled {
+                            self.listen(port);
+                        }
                         info!(
                             port,
                             primary = %primary,
@@ -362,7 +410,7 @@ impl Fleet {
                         imei,
                         Device {
                             primary: port.to_owned(),
-                            spares: Vec::new(),
+                            ..Device::default()
                         },
                     );
                 }
@@ -416,9 +464,87 @@ impl Fleet {
         }
     }
 
+    /// Reads a spare port (never writes it) until a routed URC arrives there, then
+    /// makes it its device's primary.
+    fn listen(self: &Arc<Self>, port: &str) {
+        let Some(opener) = self.opener(port) else {
+            return;
+        };
+        let fleet = Arc::downgrade(self);
+        let p = port.to_owned();
+        let task = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let Ok(mut link) = crate::modem::Opener::open(opener.as_ref()).await else {
+                return;
+            };
+            let mut buf = [0u8; 512];
+            let mut line = Vec::new();
+            loop {
+                let n = match link.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                for &b in &buf[..n] {
+                    if b == b'\r' || b == b'\n' {
+                        if is_routed_urc(&String::from_utf8_lossy(&line)) {
+                            drop(link);
+                            if let Some(f) = fleet.upgrade() {
+                                f.swap_to(&p).await;
+                            }
+                            return;
+                        }
+                        line.clear();
+                    } else if line.len() < 256 {
+                        line.push(b);
+                    }
+                }
+            }
+        });
+        if let Ok(mut m) = self.listeners.lock()
+            && let Some(old) = m.insert(port.to_owned(), task)
+        {
+            old.abort();
+        }
+    }
+
+    fn stop_listening(&self, port: &str) {
+        if let Some(t) = self.listeners.lock().ok().and_then(|mut m| m.remove(port)) {
+            t.abort();
+        }
+    }
+
+    /// A routed URC arrived on spare `port`: drive it instead of its device's primary
+    /// (whose work fails over), once per device.
+    async fn swap_to(self: &Arc<Self>, port: &str) {
+        let old = self.devices.lock().ok().and_then(|mut d| {
+            let dev = d
+                .values_mut()
+                .find(|d| !d.settled && d.spares.iter().any(|s| s == port))?;
+            let old = std::mem::replace(&mut dev.primary, port.to_owned());
+            dev.spares.retain(|s| s != port);
+            dev.spares.push(old.clone());
+            dev.settled = true;
+            Some(old)
+        });
+        let Some(old) = old else {
+            return;
+        };
+        if let Ok(mut m) = self.listeners.lock() {
+            m.remove(port);
+        }
+        info!(
+            port,
+            was = %old,
+            "URCs arrive on this port of the device: driving it instead"
+        );
+        self.remove(&old).await;
+        self.add(port);
+    }
+
     /// A port went away: a spare is forgotten at once, an ignored port's re-probe
     /// stops. (A driven port is removed after the grace period by [`Fleet::follow`].)
     fn port_gone(&self, port: &str) {
+        self.stop_listening(port);
         if let Ok(mut d) = self.devices.lock() {
             for dev in d.values_mut() {
                 dev.spares.retain(|s| s != port);
@@ -450,6 +576,7 @@ impl Fleet {
         });
         if let Some(p) = next {
             info!(port = %p, was = removed, "spare AT port promoted to primary");
+            self.stop_listening(&p);
             self.add(&p);
         }
     }
