@@ -648,6 +648,24 @@ async fn multi_port_sticks_are_one_modem_each() {
     let infos = bank.modems();
     assert!(infos.iter().all(|m| m.ports.len() == 3), "{infos:?}");
     let glob = format!("{}/modem*-if*", dir.path().join("bank").display());
+    // `gsmgw probe --scan` groups the ports by device and says which it would use.
+    let g = glob.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+            .args(["probe", "--scan", &g, "--timeout", "2s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let scan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = scan["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2, "{scan}");
+    for dev in devices {
+        assert!(dev["use"].is_string(), "{dev}");
+        assert_eq!(dev["spares"].as_array().map(Vec::len), Some(1), "{dev}");
+    }
+    assert_eq!(scan["ports"].as_array().map(Vec::len), Some(6));
     let d = start_on(vec![glob], dir.path()).await;
     let modems = |d: &Daemon| {
         let (http, url) = (d.http.clone(), d.url("/v1/modems"));

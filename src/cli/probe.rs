@@ -130,5 +130,31 @@ async fn scan(pattern: &str, a: Arc<ProbeArgs>) -> Result<Value, Box<dyn Error>>
         rows.push((i, row));
     }
     rows.sort_by_key(|(i, _)| *i);
-    Ok(json!({"ports": rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>()}))
+    let rows: Vec<Value> = rows.into_iter().map(|(_, v)| v).collect();
+    Ok(json!({"ports": rows, "devices": devices(&rows)}))
+}
+
+/// The AT ports grouped by device (the IMEI they answer with): the one the daemon
+/// drives first (the first by path; it moves to another AT port of the device if the
+/// modem's URCs turn out to arrive there) and the spares it never drives.
+fn devices(rows: &[Value]) -> Vec<Value> {
+    let mut by_imei: Vec<(String, Vec<String>)> = Vec::new();
+    for r in rows.iter().filter(|r| r["at"] == true) {
+        let port = r["port"].as_str().unwrap_or_default().to_owned();
+        let imei = r["probe"]["imei"]
+            .as_str()
+            .map_or_else(|| format!("unknown ({port})"), str::to_owned);
+        match by_imei.iter_mut().find(|(i, _)| *i == imei) {
+            Some((_, ports)) => ports.push(port),
+            None => by_imei.push((imei, vec![port])),
+        }
+    }
+    by_imei
+        .into_iter()
+        .map(|(imei, mut ports)| {
+            ports.sort();
+            let spares = ports.split_off(1);
+            json!({"imei": imei, "use": ports.first(), "spares": spares})
+        })
+        .collect()
 }
