@@ -479,6 +479,64 @@ async fn long_messages_to_one_number_never_share_a_reference() {
     d.stop().await;
 }
 
+/// A simulated bank of `n` modems of `profile` in `dir/bank`, fixed CMGS latency.
+async fn sim_bank(
+    dir: &std::path::Path,
+    n: usize,
+    profile: hw_sim::ProfileName,
+    latency_ms: u64,
+    seed: u64,
+) -> hw_sim::BankHandle {
+    hw_sim::Bank::start(hw_sim::BankConfig {
+        modems: n,
+        link_dir: dir.join("bank"),
+        profile,
+        latency: (latency_ms, latency_ms),
+        seed,
+        scenario: None,
+        tcp_base: None,
+        control: None,
+    })
+    .await
+    .unwrap()
+}
+
+impl Daemon {
+    async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The texts in the inbox, once `done` says they are all there (polled, test side).
+    async fn wait_inbox(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let inbox = self.get_json("/v1/inbox").await;
+            let items = inbox["items"].as_array().cloned().unwrap_or_default();
+            if done(&items) {
+                return items;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}: {inbox}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn modems(&self) -> Vec<Value> {
+        self.get_json("/v1/modems")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// The daemon on one simulated modem of `profile`, driving exactly `port`.
 async fn start_on(bank_ports: Vec<String>, dir: &std::path::Path) -> Daemon {
     let mut config = Config::default();
@@ -514,18 +572,7 @@ async fn every_zoo_model_is_probed_sends_and_receives() {
     let mut results = Vec::new();
     for profile in hw_sim::profile::ZOO {
         let dir = tempfile::tempdir().unwrap();
-        let bank = hw_sim::Bank::start(hw_sim::BankConfig {
-            modems: 1,
-            link_dir: dir.path().join("bank"),
-            profile,
-            latency: (10, 10),
-            seed: 7,
-            scenario: None,
-            tcp_base: None,
-            control: None,
-        })
-        .await
-        .unwrap();
+        let bank = sim_bank(dir.path(), 1, profile, 10, 7).await;
         let info = bank.modems().remove(0);
         let port = info.path.display().to_string();
         // gsmgw probe, the binary, as a user runs it.
@@ -580,32 +627,13 @@ async fn every_zoo_model_is_probed_sends_and_receives() {
         if can_receive {
             bank.inject_inbound(0, "+491709876543", &format!("hello {profile:?}"))
                 .unwrap();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                let inbox: Value = d
-                    .http
-                    .get(d.url("/v1/inbox"))
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let items = inbox["items"].as_array().cloned().unwrap_or_default();
-                if items
-                    .iter()
-                    .any(|m| m["text"] == format!("hello {profile:?}"))
-                {
-                    assert_eq!(items.len(), 1, "{profile:?}: stored once: {inbox}");
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{profile:?}: inbound never stored: {inbox}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let want = format!("hello {profile:?}");
+            let items = d
+                .wait_inbox(&format!("{profile:?}: inbound"), |items| {
+                    items.iter().any(|m| m["text"] == want)
+                })
+                .await;
+            assert_eq!(items.len(), 1, "{profile:?}: stored once: {items:?}");
         }
         results.push(format!(
             "{profile:?}: probe ok ({} {}), sent 2 (long: {} chars), received: {}",
@@ -633,18 +661,7 @@ async fn every_zoo_model_is_probed_sends_and_receives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_port_sticks_are_one_modem_each() {
     let dir = tempfile::tempdir().unwrap();
-    let bank = hw_sim::Bank::start(hw_sim::BankConfig {
-        modems: 2,
-        link_dir: dir.path().join("bank"),
-        profile: hw_sim::ProfileName::HuaweiE1752,
-        latency: (200, 200),
-        seed: 9,
-        scenario: None,
-        tcp_base: None,
-        control: None,
-    })
-    .await
-    .unwrap();
+    let bank = sim_bank(dir.path(), 2, hw_sim::ProfileName::HuaweiE1752, 200, 9).await;
     let infos = bank.modems();
     assert!(infos.iter().all(|m| m.ports.len() == 3), "{infos:?}");
     let glob = format!("{}/modem*-if*", dir.path().join("bank").display());
@@ -667,22 +684,7 @@ async fn multi_port_sticks_are_one_modem_each() {
     }
     assert_eq!(scan["ports"].as_array().map(Vec::len), Some(6));
     let d = start_on(vec![glob], dir.path()).await;
-    let modems = |d: &Daemon| {
-        let (http, url) = (d.http.clone(), d.url("/v1/modems"));
-        async move {
-            let v: Value = http
-                .get(url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v.as_array().cloned().unwrap_or_default()
-        }
-    };
-    let ms = modems(&d).await;
+    let ms = d.modems().await;
     assert_eq!(ms.len(), 2, "one modem per stick: {ms:?}");
     for m in &ms {
         assert_eq!(m["spare_ports"].as_array().map(Vec::len), Some(1), "{m}");
@@ -694,35 +696,12 @@ async fn multi_port_sticks_are_one_modem_each() {
             .unwrap();
         iccids.push(info.iccid.clone());
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let inbox: Value = d
-            .http
-            .get(d.url("/v1/inbox"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let texts: Vec<String> = inbox["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["text"].as_str().unwrap_or("").to_owned())
-            .collect();
-        if texts.len() >= 2 {
-            let mut t = texts.clone();
-            t.sort();
-            assert_eq!(t, vec!["to stick 0", "to stick 1"], "each stored once");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "inbound: {inbox}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let items = d.wait_inbox("inbound", |items| items.len() >= 2).await;
+    let mut texts: Vec<&str> = items.iter().filter_map(|m| m["text"].as_str()).collect();
+    texts.sort();
+    assert_eq!(texts, vec!["to stick 0", "to stick 1"], "each stored once");
     // Now each stick is driven through its URC (PCUI) port.
-    let ms = modems(&d).await;
+    let ms = d.modems().await;
     assert_eq!(ms.len(), 2, "{ms:?}");
     for m in &ms {
         let id = m["id"].as_str().unwrap();
@@ -752,7 +731,7 @@ async fn multi_port_sticks_are_one_modem_each() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let ms = modems(&d).await;
+        let ms = d.modems().await;
         let mut got: Vec<String> = ms
             .iter()
             .filter(|m| m["state"]["state"] == "ready")
@@ -780,18 +759,7 @@ async fn multi_port_sticks_are_one_modem_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modem_rung_during_a_burst_sends_everything_and_hangs_up() {
     let dir = tempfile::tempdir().unwrap();
-    let bank = hw_sim::Bank::start(hw_sim::BankConfig {
-        modems: 1,
-        link_dir: dir.path().join("bank"),
-        profile: hw_sim::ProfileName::Generic,
-        latency: (100, 100),
-        seed: 4,
-        scenario: None,
-        tcp_base: None,
-        control: None,
-    })
-    .await
-    .unwrap();
+    let bank = sim_bank(dir.path(), 1, hw_sim::ProfileName::Generic, 100, 4).await;
     let port = bank.modems()[0].path.display().to_string();
     let d = start_on(vec![port], dir.path()).await;
     // Five callers, one after another (a modem has one incoming call at a time), each
@@ -835,17 +803,8 @@ async fn a_modem_rung_during_a_burst_sends_everything_and_hangs_up() {
     for id in ids {
         d.wait_status(id, "delivered").await;
     }
-    let ms: Value = d
-        .http
-        .get(d.url("/v1/modems"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ms[0]["calls_rejected"].as_u64(), Some(calls), "{ms}");
+    let ms = d.modems().await;
+    assert_eq!(ms[0]["calls_rejected"].as_u64(), Some(calls), "{ms:?}");
     d.stop().await;
     bank.shutdown().await;
 }
