@@ -808,3 +808,38 @@ async fn a_modem_rung_during_a_burst_sends_everything_and_hangs_up() {
     d.stop().await;
     bank.shutdown().await;
 }
+
+/// Issue #14 item 5 (exit codes): a configuration error exits 78 (EX_CONFIG), which the
+/// unit's `RestartPreventExitStatus=78` keeps from a restart loop; so does `serve`
+/// without any API token.
+#[test]
+fn configuration_errors_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[http]\nlisten = \"not an address\"\n").unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    for args in [
+        vec!["check-config", "--config", bad.to_str().unwrap()],
+        vec!["serve", "--config", bad.to_str().unwrap()],
+        vec!["serve", "--config", empty.to_str().unwrap()],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+            .args(&args)
+            .env_remove("GSMGW_API_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/gsmgw.service"
+    ))
+    .unwrap();
+    assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"));
+}

@@ -51,7 +51,11 @@ enum Command {
     Webhook(webhook::WebhookCommand),
 }
 
-/// Runs the command line and maps failures to one stderr line and exit code 1.
+/// sysexits.h's EX_CONFIG: the configuration is wrong.
+pub const EX_CONFIG: u8 = 78;
+
+/// Runs the command line and maps failures to one stderr line and exit code 1 (78 for
+/// a configuration error).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -71,7 +75,13 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            // EX_CONFIG: the unit's RestartPreventExitStatus=78 stops systemd from
+            // restarting a daemon whose configuration is wrong in a loop.
+            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -118,10 +118,14 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // there are none.
     if tokens.is_empty() && config.http.tokens.is_empty() {
         if args.sim.is_none() {
-            return Err(
-                "no API token: set GSMGW_API_TOKEN, http.token or [[http.tokens]] in the config"
-                    .into(),
-            );
+            return Err(Box::new(crate::config::ConfigError::Invalid {
+                path: args
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH)),
+                key: "http.tokens".into(),
+                message: "no API token: set GSMGW_API_TOKEN, http.token or [[http.tokens]]".into(),
+            }));
         }
         let t = random_token()?;
         println!("no API token configured; this run accepts: {t}");
