@@ -843,3 +843,121 @@ fn configuration_errors_exit_78() {
     .unwrap();
     assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"));
 }
+
+/// The `gsmgw serve --sim 2` process, its API and hw-sim control addresses.
+struct ServeProcess {
+    child: std::process::Child,
+    api: String,
+    control: String,
+    _dir: tempfile::TempDir,
+}
+
+fn serve_process() -> ServeProcess {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+        .args([
+            "serve",
+            "--sim",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--sim-latency",
+            "300",
+        ])
+        .arg("--db")
+        .arg(dir.path().join("g.db"))
+        .env("GSMGW_API_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut api, mut control) = (None, None);
+    while api.is_none() {
+        let line = lines.next().expect("serve printed its addresses").unwrap();
+        if let Some(a) = line.strip_prefix("hw-sim control API: http://") {
+            control = a.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(a) = line.strip_prefix("gsmgw API: http://") {
+            api = Some(a.trim().to_owned());
+        }
+    }
+    // Keep reading stdout so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    ServeProcess {
+        child,
+        api: api.unwrap(),
+        control: control.expect("hw-sim control address"),
+        _dir: dir,
+    }
+}
+
+/// Issue #14 item 5: SIGTERM stops the daemon within 2 s whatever the modems are doing —
+/// a port that vanished 0.3 s before, a send burst, a hung modem — with everything
+/// accepted in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_within_two_seconds_whatever_the_modems_do() {
+    let http = reqwest::Client::new();
+    for case in ["unplug", "burst", "hang"] {
+        let mut p = serve_process();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = http.get(format!("http://{}/readyz", p.api)).send().await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{case}: never ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let posts = if case == "burst" { 30 } else { 4 };
+        for n in 0..posts {
+            let r = http
+                .post(format!("http://{}/v1/messages", p.api))
+                .bearer_auth(TOKEN)
+                .json(&json!({"to": "+491701234567", "text": format!("{case} {n}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+        }
+        let fault = match case {
+            "unplug" => Some(json!({"type": "unplug", "down_ms": 10_000})),
+            "hang" => Some(json!({"type": "hang_now"})),
+            _ => None,
+        };
+        if let Some(f) = fault {
+            for i in 0..2 {
+                let r = http
+                    .post(format!("http://{}/modems/{i}/faults", p.control))
+                    .json(&f)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{case}: {}", r.status());
+            }
+            // The scenario: the signal comes 0.3 s after the modems went away or hung.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let started = std::time::Instant::now();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::task::spawn_blocking(move || {
+            let s = p.child.wait().unwrap();
+            (s, p)
+        })
+        .await
+        .unwrap()
+        .0;
+        let took = started.elapsed();
+        println!("{case}: exited {status} after {took:?}");
+        assert!(status.success(), "{case}: {status}");
+        assert!(took < Duration::from_secs(2), "{case}: took {took:?}");
+    }
+}

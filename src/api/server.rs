@@ -32,7 +32,7 @@ impl Default for Limits {
         Limits {
             header_timeout: Duration::from_secs(10),
             max_connections: 1024,
-            shutdown_grace: Duration::from_secs(1),
+            shutdown_grace: Duration::from_millis(500),
         }
     }
 }

@@ -32,7 +32,7 @@ enum Request {
 
 /// The pool's side of a modem task.
 /// How long [`ModemHandle::shutdown`] lets a task finish what it is doing.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
 
 pub struct ModemHandle {
     name: String,
