@@ -251,10 +251,24 @@ impl Fleet {
             entry.watcher.abort();
             let _ = entry.watcher.await;
             self.dispatcher.modem_removed(port.to_owned());
-            if let Ok(h) = Arc::try_unwrap(entry.handle) {
-                h.shutdown().await;
+            // The dispatcher drops its handle a moment later: then the task is shut
+            // down in order. A task still shared after that is aborted — it must stop
+            // either way: its port may stay (a swap to another AT port of the same
+            // device), and two tasks must never read one SIM.
+            let mut h = entry.handle;
+            for _ in 0..50 {
+                match Arc::try_unwrap(h) {
+                    Ok(owned) => {
+                        owned.shutdown().await;
+                        info!(port, "modem removed");
+                        return;
+                    }
+                    Err(shared) => h = shared,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            info!(port, "modem removed");
+            h.abort();
+            info!(port, "modem removed (task aborted)");
         }
     }
 

@@ -141,6 +141,12 @@ impl ModemHandle {
         self.ask(|tx| Request::Command(cmd, tx)).await
     }
 
+    /// Ends the task at once, from any clone of the handle (its port closes as it
+    /// drops); for when [`ModemHandle::shutdown`] cannot take the handle.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
     /// Stops the task and waits for it (the port is closed when this returns). A task
     /// busy past [`SHUTDOWN_GRACE`] (a bring-up waiting out a busy SIM, a hung command)
     /// is aborted: shutdown never waits on a modem. A send cut short this way is
