@@ -68,15 +68,7 @@ impl Daemon {
     }
 
     async fn get(&self, id: i64) -> Value {
-        self.http
-            .get(self.url(&format!("/v1/messages/{id}")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&format!("/v1/messages/{id}")).await
     }
 
     /// Polls (test-side only) until the message reaches `status`.

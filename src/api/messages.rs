@@ -24,7 +24,7 @@ use std::time::Duration;
 /// Most messages in one batch.
 pub const MAX_BATCH: usize = 1000;
 
-const KNOWN: &[&str] = &[
+pub(super) const KNOWN: &[&str] = &[
     "to",
     "text",
     "template",

@@ -1905,29 +1905,7 @@ fn field_json(name: &str) -> proptest::strategy::BoxedStrategy<Value> {
 
 /// Every route with a body, with the fields it knows (plus one it does not).
 const BODY_ROUTES: &[(&str, &str, &[&str])] = &[
-    (
-        "POST",
-        "/v1/messages",
-        &[
-            "to",
-            "text",
-            "template",
-            "vars",
-            "priority",
-            "send_at",
-            "ttl",
-            "expires_at",
-            "status_report",
-            "flash",
-            "validity",
-            "sim",
-            "tags",
-            "callback_url",
-            "appointment_at",
-            "remind_before",
-            "reminder_template",
-        ],
-    ),
+    ("POST", "/v1/messages", super::messages::KNOWN),
     ("POST", "/v1/messages/batch", &["messages"]),
     ("POST", "/v1/estimate", &["text", "template", "vars"]),
     ("POST", "/v1/templates", &["name", "body", "description"]),

@@ -294,12 +294,6 @@ impl Fleet {
         futures_join_all(all).await;
     }
 
-    /// Whether a newly appeared port answers `AT` (a multi-port stick has one or two
-    /// AT ports among several). Opened briefly and closed again.
-    pub async fn speaks_at(&self, port: &str) -> bool {
-        matches!(self.probe(port).await, Probed::At(_))
-    }
-
     /// Opens a port briefly: does it answer `AT`, and which device (IMEI) is it?
     pub async fn probe(&self, port: &str) -> Probed {
         // Bounded: a port that never answers (a stick's voice or GPS port) must not

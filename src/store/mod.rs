@@ -190,29 +190,15 @@ fn make_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`), in `i128` so no `i64` input can overflow.
-fn civil_from_days(days: i128) -> (i128, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i128::from(month <= 2);
-    (year, month, day)
-}
-
 /// Unix milliseconds as RFC 3339 in UTC with milliseconds (`2026-11-27T10:00:00.000Z`).
 /// Total: years outside 0000–9999 use ISO 8601's expanded form (`+10000-01-01…`,
 /// `-0001-…`) instead of panicking; the API's bounds keep them from being stored.
 pub fn rfc3339(ms: i64) -> String {
-    let ms = i128::from(ms);
+    // Days stay within ±1.1e11 for any i64 of ms: the pool's calendar (i64) cannot
+    // overflow on them.
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::pool::window::civil_from_days(days);
     let (h, m, s, milli) = (
         in_day / 3_600_000,
         in_day / 60_000 % 60,
