@@ -8,6 +8,7 @@
 pub mod api;
 pub mod at;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;

@@ -16,6 +16,7 @@
 pub mod command;
 pub mod error;
 pub mod lexer;
+pub mod registration;
 pub mod response;
 pub mod session;
 
@@ -24,5 +25,6 @@ mod tests;
 
 pub use command::Command;
 pub use error::{AtError, Classification, CmeError, CmsError};
+pub use registration::Registration;
 pub use response::{FinalResult, RegistrationKind, Urc, info_params, records};
 pub use session::{CommandId, Event, Session, SessionConfig};

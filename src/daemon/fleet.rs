@@ -14,8 +14,9 @@
 //! probed exactly like hot-plugged ones; a port that does not answer AT is probed
 //! again later with backoff (a modem still booting, or hung when the daemon started).
 
-use super::bridge::{ModemOutbound, StoreSink, watch_modem};
+use super::bridge::{ModemOutbound, watch_modem};
 use super::hotplug::PortEvent;
+use super::sink::StoreSink;
 use crate::api::{self, ModemsView};
 use crate::at::Command;
 use crate::config::{Config, FlowControl};
@@ -679,7 +680,7 @@ impl ModemsView for Fleet {
                     "imsi": r.imsi,
                     "operator": r.operator,
                     "signal": r.signal,
-                    "registration": r.registration.map(|g| format!("{g:?}").to_lowercase()),
+                    "registration": r.registration.map(|g| g.name()),
                     "storage": r.storage,
                 })
             })

@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod fleet;
 pub mod hotplug;
+pub mod sink;
 
 use crate::api::{self, ApiSettings, AppState, ModemsView};
 use crate::config::Config;
@@ -13,8 +14,8 @@ use crate::modem::RejectedPins;
 use crate::pool::Pool;
 use crate::store::{self, Store, now_ms};
 use crate::webhook::Webhooks;
-use bridge::StoreSink;
 use fleet::Fleet;
+use sink::StoreSink;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,7 +2,8 @@
 //! expiry and part bookkeeping, against a real store.
 
 use super::*;
-use crate::pool::{PoolConfig, Registration};
+use crate::at::Registration;
+use crate::pool::PoolConfig;
 use crate::store::NewMessage;
 use std::sync::Mutex;
 
@@ -67,7 +68,7 @@ fn status(modem: &str, iccid: &str) -> ModemStatus {
         modem: modem.into(),
         iccid: Some(iccid.into()),
         sim_ready: true,
-        registration: Registration::Home,
+        registration: Some(Registration::Home),
         signal_dbm: Some(-70),
         operator: None,
         quarantined: None,

@@ -5,6 +5,7 @@
 
 use serde::{Serialize, Serializer};
 
+pub use crate::at::Registration;
 use crate::at::info_params;
 
 /// SIM state from `AT+CPIN?` (or the CME error it answered with).
@@ -108,47 +109,6 @@ impl Signal {
             ber: (ber <= 7).then_some(ber),
             bars,
         }
-    }
-}
-
-/// Network registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Registration {
-    /// Registered, home network.
-    Home,
-    /// Registered, roaming.
-    Roaming,
-    /// Not registered, searching.
-    Searching,
-    /// Registration denied.
-    Denied,
-    /// Not registered and not searching (or unknown).
-    Unregistered,
-}
-
-impl Registration {
-    /// From a 27.007 `<stat>` (including the "SMS only" and "CSFB not preferred" values).
-    pub fn from_stat(stat: u8) -> Registration {
-        match stat {
-            1 | 6 | 9 => Registration::Home,
-            5 | 7 | 10 => Registration::Roaming,
-            2 => Registration::Searching,
-            3 => Registration::Denied,
-            _ => Registration::Unregistered,
-        }
-    }
-
-    /// Whether SMS can go out.
-    pub fn is_registered(self) -> bool {
-        matches!(self, Registration::Home | Registration::Roaming)
-    }
-
-    /// Parses the answer to `AT+CREG?`/`AT+CEREG?`: `<prefix> <n>,<stat>[,...]`.
-    pub fn parse_query(line: &str, prefix: &str) -> Option<Registration> {
-        let p = info_params(line, prefix)?;
-        let stat: u8 = p.get(1)?.parse().ok()?;
-        Some(Registration::from_stat(stat))
     }
 }
 

@@ -3,44 +3,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use crate::at::Registration;
 
 use super::config::{PoolConfig, PoolConfigError, QuotaLimits, SimConfig, Strategy, prefix_digits};
 use super::window::{Usage, UsageSnapshot, Window, from_unix_secs, unix_ms_ceil, unix_secs};
 
 /// A modem's id: its port-ish name (`ttyUSB3`, `usb-1.4`), unique in the daemon.
 pub type ModemId = String;
-
-/// Network registration as the balancer needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Registration {
-    /// Registered on the home network.
-    Home,
-    /// Registered, roaming.
-    Roaming,
-    /// Not registered, searching.
-    Searching,
-    /// Registration denied.
-    Denied,
-    /// Not registered, not searching.
-    Unregistered,
-    /// Not known yet.
-    Unknown,
-}
-
-impl std::fmt::Display for Registration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Registration::Home => "home",
-            Registration::Roaming => "roaming",
-            Registration::Searching => "searching",
-            Registration::Denied => "denied",
-            Registration::Unregistered => "unregistered",
-            Registration::Unknown => "unknown",
-        })
-    }
-}
 
 /// What a modem looks like now; the dispatcher sends a fresh one on every change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +23,7 @@ pub struct ModemStatus {
     /// SIM present and unlocked.
     pub sim_ready: bool,
     /// Network registration.
-    pub registration: Registration,
+    pub registration: Option<Registration>,
     /// Signal strength, `None` when unknown (CSQ 99).
     pub signal_dbm: Option<i32>,
     /// Operator name as reported (`+COPS`).
@@ -84,8 +55,8 @@ pub enum Ineligible {
     #[error("ICCID unknown")]
     NoIccid,
     /// Not on a network.
-    #[error("not registered ({0})")]
-    NotRegistered(Registration),
+    #[error("not registered ({})", .0.map_or("unknown", Registration::name))]
+    NotRegistered(Option<Registration>),
     /// Roaming while `allow_roaming = false`.
     #[error("roaming not allowed")]
     Roaming,
@@ -538,9 +509,9 @@ impl Pool {
             return Err(Ineligible::SimDisabled);
         }
         match m.registration {
-            Registration::Home => {}
-            Registration::Roaming if self.config.allow_roaming => {}
-            Registration::Roaming => return Err(Ineligible::Roaming),
+            Some(Registration::Home) => {}
+            Some(Registration::Roaming) if self.config.allow_roaming => {}
+            Some(Registration::Roaming) => return Err(Ineligible::Roaming),
             other => return Err(Ineligible::NotRegistered(other)),
         }
         if let (Some(dbm), Some(min)) = (m.signal_dbm, self.config.min_signal_dbm)

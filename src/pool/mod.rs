@@ -34,7 +34,7 @@ mod tests;
 
 pub use balancer::{
     Availability, Busy, Chosen, Ineligible, ModemId, ModemStatus, ModemView, NoCandidate, Pool,
-    Registration, SelectRequest, Selection, Via, WindowUsage,
+    SelectRequest, Selection, Via, WindowUsage,
 };
 pub use config::{PoolConfig, PoolConfigError, QuotaLimits, RouteConfig, SimConfig, Strategy};
 pub use window::{UsageSnapshot, Window, WindowCount};

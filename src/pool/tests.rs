@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::window::{civil_from_days, days_from_civil, from_unix_secs, unix_secs};
 use super::*;
+use crate::at::Registration;
 
 // ---- helpers ----
 
@@ -36,7 +37,7 @@ fn modem(id: &str, iccid: &str) -> ModemStatus {
         modem: id.to_owned(),
         iccid: Some(iccid.to_owned()),
         sim_ready: true,
-        registration: Registration::Home,
+        registration: Some(Registration::Home),
         signal_dbm: Some(-70),
         operator: None,
         quarantined: None,
@@ -219,16 +220,16 @@ fn unhealthy_modems_are_never_chosen_and_say_why() {
     m.iccid = None;
     bad.push((m, "ICCID unknown"));
     let mut m = modem("e-searching", "5");
-    m.registration = Registration::Searching;
+    m.registration = Some(Registration::Searching);
     bad.push((m, "not registered (searching)"));
     let mut m = modem("f-denied", "6");
-    m.registration = Registration::Denied;
+    m.registration = Some(Registration::Denied);
     bad.push((m, "not registered (denied)"));
     let mut m = modem("g-unknown", "7");
-    m.registration = Registration::Unknown;
+    m.registration = None;
     bad.push((m, "not registered (unknown)"));
     let mut m = modem("h-roaming", "8");
-    m.registration = Registration::Roaming;
+    m.registration = Some(Registration::Roaming);
     bad.push((m, "roaming not allowed"));
     let mut m = modem("i-weak", "9");
     m.signal_dbm = Some(-113);
@@ -257,7 +258,7 @@ fn signal_at_threshold_and_unknown_are_acceptable_roaming_by_default() {
     let mut unknown = modem("B", "2");
     unknown.signal_dbm = None;
     let mut roaming = modem("C", "3");
-    roaming.registration = Registration::Roaming;
+    roaming.registration = Some(Registration::Roaming);
     let p = pool_with(PoolConfig::default(), vec![edge, unknown, roaming]);
     for m in ["A", "B", "C"] {
         assert_eq!(reason_of(&p, m, at(T0)), "eligible");
@@ -1201,12 +1202,12 @@ mod props {
 
     fn arb_modem(id: usize) -> impl proptest::strategy::Strategy<Value = ModemStatus> {
         let reg = prop_oneof![
-            6 => Just(Registration::Home),
-            2 => Just(Registration::Roaming),
-            1 => Just(Registration::Searching),
-            1 => Just(Registration::Denied),
-            1 => Just(Registration::Unregistered),
-            1 => Just(Registration::Unknown),
+            6 => Just(Some(Registration::Home)),
+            2 => Just(Some(Registration::Roaming)),
+            1 => Just(Some(Registration::Searching)),
+            1 => Just(Some(Registration::Denied)),
+            1 => Just(Some(Registration::Unregistered)),
+            1 => Just(None),
         ];
         (
             proptest::option::weighted(0.9, 0..ICCIDS.len()),
@@ -1353,8 +1354,8 @@ mod props {
                 && m.sim_ready
                 && m.iccid.is_some()
                 && sim_on
-                && (m.registration == Registration::Home
-                    || (m.registration == Registration::Roaming && cfg.allow_roaming))
+                && (m.registration == Some(Registration::Home)
+                    || (m.registration == Some(Registration::Roaming) && cfg.allow_roaming))
                 && m.signal_dbm.is_none_or(|d| d >= -107)
         }
 

@@ -34,7 +34,7 @@ pub use templates::*;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
@@ -143,19 +143,14 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".to_owned())
 }
 
-/// Current time as unix milliseconds, the unit every timestamp column uses.
+/// Current time as unix milliseconds, the unit every timestamp column uses: the system clock's now (store stamps outside a component that holds a [`Clock`]).
+///
+/// [`Clock`]: crate::clock::Clock
 pub fn now_ms() -> i64 {
-    to_ms(SystemTime::now())
+    crate::clock::Clock::system().now_ms()
 }
 
-pub fn to_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-pub fn from_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
+pub use crate::clock::{from_ms, to_ms};
 
 /// Creates the database file private to the service (0600) before SQLite opens it, so
 /// SQLite, which gives `-wal` and `-shm` the main file's mode, creates those 0600 too;

@@ -3,8 +3,8 @@
 //! signal and registration per modem, recoveries and quarantines, the send latency,
 //! and the queue depth by priority (read from the store at scrape time).
 
+use crate::at::Registration;
 use crate::modem::ModemState;
-use crate::pool::Registration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -77,7 +77,7 @@ pub fn modem_status(
     modem: &str,
     iccid: Option<&str>,
     signal_dbm: Option<i32>,
-    registration: Registration,
+    registration: Option<Registration>,
     state: &ModemState,
     previous: Option<&ModemState>,
 ) {
@@ -90,15 +90,9 @@ pub fn modem_status(
             gauge!("gsmgw_signal_dbm", "modem" => m.clone(), "iccid" => sim.clone()).set(f64::NAN)
         }
     }
-    for r in [
-        Registration::Home,
-        Registration::Roaming,
-        Registration::Searching,
-        Registration::Denied,
-        Registration::Unregistered,
-        Registration::Unknown,
-    ] {
-        gauge!("gsmgw_registration", "modem" => m.clone(), "state" => r.to_string())
+    for r in Registration::ALL.map(Some).into_iter().chain([None]) {
+        let name = r.map_or("unknown", Registration::name);
+        gauge!("gsmgw_registration", "modem" => m.clone(), "state" => name)
             .set(if r == registration { 1.0 } else { 0.0 });
     }
     gauge!("gsmgw_modem_ready", "modem" => m.clone()).set(if state.is_usable() {
