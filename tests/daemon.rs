@@ -2,117 +2,16 @@
 //! what `gsmgw serve --sim N` does, end to end.
 #![allow(clippy::unwrap_used)]
 
-use gsmgw::config::Config;
-use gsmgw::daemon::{Running, ServeOptions};
+mod common;
+
+use common::{Daemon, TOKEN, sim_bank};
 use gsmgw::store;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::sync::oneshot;
-
-struct Daemon {
-    running: Running,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-const TOKEN: &str = "test-token";
-
-async fn start(modems: usize) -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.modems.command_timeout_ms = 2_000;
-    config.modems.send_timeout_ms = 10_000;
-    let opts = ServeOptions {
-        config,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        db: Some(dir.path().join("gsmgw.db")),
-        ports: Vec::new(),
-        sim: Some(modems),
-        sim_latency: None,
-        tokens: vec![TOKEN.into()],
-    };
-    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(20))
-        .await
-        .expect("daemon ready in time");
-    let (running, stop_tx, task) = (spawned.running, spawned.stop, spawned.task);
-    Daemon {
-        running,
-        stop: Some(stop_tx),
-        task,
-        http: reqwest::Client::new(),
-        _dir: dir,
-    }
-}
-
-impl Daemon {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.api)
-    }
-
-    fn sim(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.sim_control.unwrap())
-    }
-
-    async fn post(&self, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url("/v1/messages"))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, id: i64) -> Value {
-        self.get_json(&format!("/v1/messages/{id}")).await
-    }
-
-    /// Polls (test-side only) until the message reaches `status`.
-    async fn wait_status(&self, id: i64, status: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let m = self.get(id).await;
-            if m["status"] == status {
-                return m;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "message {id} never reached {status}: {m}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn sink(&self) -> Vec<Value> {
-        self.http
-            .get(self.sim("/messages"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("daemon stops in time")
-            .unwrap()
-            .expect("the daemon ran without error");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_reach_the_network_and_get_delivered() {
-    let d = start(3).await;
+    let d = Daemon::sim(3).await;
     let (s, v) = d
         .post(json!({"to": "+491701234567", "text": "Your code is 482913", "priority": "otp"}))
         .await;
@@ -166,6 +65,7 @@ async fn messages_reach_the_network_and_get_delivered() {
             "{family} missing from /metrics:\n{metrics}"
         );
     }
+    assert!(!metrics.contains("NaN"), "no NaN gauges:\n{metrics}");
     let sent: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("gsmgw_sent_parts_total{"))
@@ -179,11 +79,11 @@ async fn messages_reach_the_network_and_get_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_sms_land_in_the_inbox() {
-    let d = start(2).await;
+    let d = Daemon::sim(2).await;
     let text = "Hello gateway ✓ ".repeat(20);
     let r = d
         .http
-        .post(d.sim("/inbound"))
+        .post(d.sim_url("/inbound"))
         .json(&json!({"modem": 1, "from": "+4917612345678", "text": text}))
         .send()
         .await
@@ -225,7 +125,7 @@ fn gsmgw_cli(d: &Daemon, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_sends_lists_and_shows_status_over_the_api() {
-    let d = start(2).await;
+    let d = Daemon::sim(2).await;
     let (code, out, err) = tokio::task::block_in_place(|| {
         gsmgw_cli(
             &d,
@@ -301,12 +201,9 @@ async fn the_cli_sends_lists_and_shows_status_over_the_api() {
 /// error (so `Restart=on-failure` restarts it) instead of living on without a store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_store_writer_ends_the_daemon_with_an_error() {
-    let d = start(1).await;
+    let d = Daemon::sim(1).await;
     d.running.store.crash_writer_for_tests();
-    let ended = tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .expect("the daemon stops by itself")
-        .unwrap();
+    let ended = d.ended(Duration::from_secs(30)).await;
     let err = ended.expect_err("a stopped writer is an error");
     assert!(err.contains("store writer stopped"), "{err}");
 }
@@ -401,7 +298,7 @@ fn webhook_callback_key_is_printed() {
 /// every message from exactly its own parts, however the parts interleave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_messages_to_one_number_never_share_a_reference() {
-    let d = start(2).await;
+    let d = Daemon::sim(2).await;
     let texts: Vec<String> = (0..12)
         .map(|i| format!("Message {i:02}: ").repeat(20))
         .collect();
@@ -471,90 +368,6 @@ async fn long_messages_to_one_number_never_share_a_reference() {
     d.stop().await;
 }
 
-/// A simulated bank of `n` modems of `profile` in `dir/bank`, fixed CMGS latency.
-async fn sim_bank(
-    dir: &std::path::Path,
-    n: usize,
-    profile: hw_sim::ProfileName,
-    latency_ms: u64,
-    seed: u64,
-) -> hw_sim::BankHandle {
-    hw_sim::Bank::start(hw_sim::BankConfig {
-        modems: n,
-        link_dir: dir.join("bank"),
-        profile,
-        latency: (latency_ms, latency_ms),
-        seed,
-        scenario: None,
-        tcp_base: None,
-        control: None,
-    })
-    .await
-    .unwrap()
-}
-
-impl Daemon {
-    async fn get_json(&self, path: &str) -> Value {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// The texts in the inbox, once `done` says they are all there (polled, test side).
-    async fn wait_inbox(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let inbox = self.get_json("/v1/inbox").await;
-            let items = inbox["items"].as_array().cloned().unwrap_or_default();
-            if done(&items) {
-                return items;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{what}: {inbox}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn modems(&self) -> Vec<Value> {
-        self.get_json("/v1/modems")
-            .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-/// The daemon on one simulated modem of `profile`, driving exactly `port`.
-async fn start_on(bank_ports: Vec<String>, dir: &std::path::Path) -> Daemon {
-    let mut config = Config::default();
-    config.modems.command_timeout_ms = 2_000;
-    config.modems.send_timeout_ms = 10_000;
-    let opts = ServeOptions {
-        config,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        db: Some(dir.join("gsmgw.db")),
-        ports: bank_ports,
-        sim: None,
-        sim_latency: None,
-        tokens: vec![TOKEN.into()],
-    };
-    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(30))
-        .await
-        .expect("daemon ready in time");
-    Daemon {
-        running: spawned.running,
-        stop: Some(spawned.stop),
-        task: spawned.task,
-        http: reqwest::Client::new(),
-        _dir: tempfile::tempdir().unwrap(),
-    }
-}
-
 /// Issue #11: every model of the zoo, as a new user would meet it: `gsmgw probe`
 /// reports its identity; `gsmgw serve` sends through it (a long message included) and
 /// receives where the device can. The busy and forgetful ones (SMSC lost, SIM busy
@@ -589,7 +402,7 @@ async fn every_zoo_model_is_probed_sends_and_receives() {
         assert!(sim_id.is_some(), "{profile:?}: no SIM identity: {probe}");
         let can_receive = probe["capabilities"]["receive"].as_bool().unwrap_or(false);
 
-        let d = start_on(vec![port], dir.path()).await;
+        let d = Daemon::on_ports(vec![port], dir.path()).await;
         let long = format!("{profile:?} works: ").repeat(12);
         let mut ids = Vec::new();
         for text in ["Your code is 482913".to_owned(), long.clone()] {
@@ -675,7 +488,7 @@ async fn multi_port_sticks_are_one_modem_each() {
         assert_eq!(dev["spares"].as_array().map(Vec::len), Some(1), "{dev}");
     }
     assert_eq!(scan["ports"].as_array().map(Vec::len), Some(6));
-    let d = start_on(vec![glob], dir.path()).await;
+    let d = Daemon::on_ports(vec![glob], dir.path()).await;
     let ms = d.modems().await;
     assert_eq!(ms.len(), 2, "one modem per stick: {ms:?}");
     for m in &ms {
@@ -696,7 +509,7 @@ async fn multi_port_sticks_are_one_modem_each() {
     let ms = d.modems().await;
     assert_eq!(ms.len(), 2, "{ms:?}");
     for m in &ms {
-        let id = m["id"].as_str().unwrap();
+        let id = m["port"].as_str().unwrap();
         let role = infos
             .iter()
             .flat_map(|i| &i.ports)
@@ -753,7 +566,7 @@ async fn a_modem_rung_during_a_burst_sends_everything_and_hangs_up() {
     let dir = tempfile::tempdir().unwrap();
     let bank = sim_bank(dir.path(), 1, hw_sim::ProfileName::Generic, 100, 4).await;
     let port = bank.modems()[0].path.display().to_string();
-    let d = start_on(vec![port], dir.path()).await;
+    let d = Daemon::on_ports(vec![port], dir.path()).await;
     // Five callers, one after another (a modem has one incoming call at a time), each
     // ringing while four messages are sent.
     let mut ids = Vec::new();
@@ -834,6 +647,69 @@ fn configuration_errors_exit_78() {
     ))
     .unwrap();
     assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"));
+}
+
+/// Issue #14 item 4: a damaged database (not a database at all, or pages that fail
+/// `PRAGMA quick_check`) stops `serve` with exit 78, naming the file and what to do,
+/// before anything is written into it.
+#[test]
+fn a_damaged_database_is_refused_with_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    let damaged = dir.path().join("damaged.db");
+    {
+        let s = store::Store::open(&damaged).unwrap();
+        s.write_blocking(|c| {
+            for i in 0..400 {
+                c.execute(
+                    "INSERT INTO inbox (received_at, sender, parts_total, parts_received, \
+                     complete, pdus, body) VALUES (?1, '+4917', 1, 1, 1, '[]', ?2)",
+                    rusqlite_free_params(i),
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        s.close();
+    }
+    // Scribble over the middle of the file (b-tree pages), as a failing disk would.
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 2048] {
+        *b = 0xa5;
+    }
+    std::fs::write(&damaged, &bytes).unwrap();
+    for db in [&garbage, &damaged] {
+        let before = std::fs::read(db).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--port",
+                "/nonexistent/gsmgw*",
+            ])
+            .arg("--db")
+            .arg(db)
+            .env("GSMGW_API_TOKEN", "t")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{}: {err}", db.display());
+        assert!(err.contains(&db.display().to_string()), "{err}");
+        assert!(err.contains("gsmgw backup"), "says what to do: {err}");
+        assert_eq!(
+            std::fs::read(db).unwrap(),
+            before,
+            "nothing written into it"
+        );
+    }
+}
+
+/// Two parameters for the inbox insert above without naming rusqlite's types.
+fn rusqlite_free_params(i: i64) -> (i64, String) {
+    (i, "x".repeat(200 + i as usize))
 }
 
 /// The `gsmgw serve --sim 2` process, its API and hw-sim control addresses.
@@ -952,4 +828,392 @@ async fn sigterm_stops_within_two_seconds_whatever_the_modems_do() {
         assert!(status.success(), "{case}: {status}");
         assert!(took < Duration::from_secs(2), "{case}: took {took:?}");
     }
+}
+
+/// Issue #14 item 2: `gsmgw backup` while the daemon serves gives a verified copy;
+/// restoring it (stop, copy back, start) sends what was queued and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_with_nothing_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = sim_bank(dir.path(), 1, hw_sim::ProfileName::Generic, 20, 5).await;
+    let ports: Vec<String> = bank
+        .modems()
+        .iter()
+        .map(|m| m.path.display().to_string())
+        .collect();
+    let db = dir.path().join("gsmgw.db");
+    let d = Daemon::on_ports(ports.clone(), dir.path()).await;
+    let mut sent_ids = Vec::new();
+    for i in 0..4 {
+        let (s, v) = d
+            .post(json!({"to": "+491701234567", "text": format!("before backup {i}")}))
+            .await;
+        assert_eq!(s, 202, "{v}");
+        sent_ids.push(v["id"].as_i64().unwrap());
+    }
+    for id in &sent_ids {
+        d.wait_out(*id).await;
+    }
+    // Out of rotation: what comes next stays queued in the backup.
+    let modem = d.modems().await.remove(0);
+    let id = modem["id"].as_str().unwrap().replace('/', "%2F");
+    let r = d
+        .http
+        .post(d.url(&format!("/v1/modems/{id}/disable")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut queued_ids = Vec::new();
+    for i in 0..3 {
+        let (s, v) = d
+            .post(json!({"to": "+491701234567", "text": format!("queued at backup {i}")}))
+            .await;
+        assert_eq!(s, 202, "{v}");
+        queued_ids.push(v["id"].as_i64().unwrap());
+    }
+    // The binary, as an operator runs it, while the daemon serves.
+    let copy = dir.path().join("backup.db");
+    let (db_arg, copy_arg) = (db.display().to_string(), copy.display().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+            .args(["backup", &copy_arg, "--db", &db_arg])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["integrity"], "ok", "{report}");
+    assert_eq!(report["messages"], 7, "{report}");
+    // The history export sees the same seven, oldest first.
+    let db_arg = db.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+            .args(["export", "--db", &db_arg, "--format", "ndjson"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [sent_ids.clone(), queued_ids.clone()].concat());
+    d.stop().await;
+
+    // Restore as docs/install.md says: the copy replaces the file, the old WAL goes.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::copy(&copy, &db).unwrap();
+    let d = Daemon::on_ports(ports, dir.path()).await;
+    for id in &queued_ids {
+        d.wait_out(*id).await;
+    }
+    let mut texts: Vec<String> = bank.messages().iter().map(|m| m.text.clone()).collect();
+    texts.sort();
+    let mut want: Vec<String> = (0..4)
+        .map(|i| format!("before backup {i}"))
+        .chain((0..3).map(|i| format!("queued at backup {i}")))
+        .collect();
+    want.sort();
+    assert_eq!(texts, want, "each message reached the network exactly once");
+    d.stop().await;
+}
+
+/// Issue #14 item 1: the daemon prunes what retention says is old, in its first
+/// housekeeping pass, and keeps what is pending or recent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_old_finished_rows_and_keeps_pending_and_recent_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400_000;
+    let now = store::now_ms();
+    let message = |to: &str| store::NewMessage {
+        to: to.into(),
+        body: "hello".into(),
+        encoding: "gsm7".into(),
+        parts_total: 1,
+        priority: 0,
+        send_at: None,
+        expires_at: None,
+        status_report: false,
+        flash: false,
+        validity_secs: None,
+        pinned_sim: None,
+        tags: Vec::new(),
+        callback_url: None,
+        masked: false,
+    };
+    let (old_done, old_queued, recent_done) = {
+        let s = store::Store::open(dir.path().join("gsmgw.db")).unwrap();
+        let (a, b, c) = (message("+491701"), message("+491702"), message("+491703"));
+        let ids = s
+            .write(move |conn| {
+                let old = now - 100 * day;
+                let x = store::insert_message(conn, &a, old)?;
+                store::set_status(conn, x, store::MessageStatus::Delivered, None, None, old)?;
+                let y = store::insert_message(conn, &b, old)?;
+                let z = store::insert_message(conn, &c, now - day)?;
+                store::set_status(conn, z, store::MessageStatus::Failed, None, None, now - day)?;
+                conn.execute(
+                    "INSERT INTO inbox (received_at, sender, parts_total, parts_received, \
+                     complete, pdus) VALUES (?1, '+4917', 1, 1, 1, '[]'), (?2, '+4918', 1, 1, 1, '[]')",
+                    [old, now],
+                )?;
+                Ok((x, y, z))
+            })
+            .await
+            .unwrap();
+        s.close();
+        ids
+    };
+    let d = Daemon::on_ports(Vec::new(), dir.path()).await;
+    let mut passes = d.running.housekeeping_passes.clone();
+    tokio::time::timeout(Duration::from_secs(30), passes.wait_for(|n| *n >= 1))
+        .await
+        .expect("a housekeeping pass in time")
+        .unwrap();
+    assert_eq!(d.get(old_done).await["error"]["code"], "not_found");
+    assert_eq!(d.get(old_queued).await["status"], "queued", "pending: kept");
+    assert_eq!(d.get(recent_done).await["status"], "failed", "recent: kept");
+    let inbox = d.get_json("/v1/inbox").await;
+    let senders: Vec<&str> = inbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["from"].as_str().or(m["sender"].as_str()))
+        .collect();
+    assert_eq!(senders, ["+4918"], "{inbox}");
+    d.stop().await;
+}
+
+/// `gsmgw serve --sim 1` whose database lives on a small tmpfs in a private mount
+/// namespace, so a test can fill that disk for real. Needs root and util-linux's
+/// `unshare`/`nsenter`: skipped without them on a laptop, a failure in CI.
+struct TmpfsServe {
+    child: std::process::Child,
+    api: String,
+    mnt: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TmpfsServe {
+    fn start(size: &str) -> Option<TmpfsServe> {
+        use std::io::{BufRead, BufReader};
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let tools = ["unshare", "nsenter"].iter().all(|t| {
+            std::process::Command::new(t)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        if !(root && tools) {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI needs root, unshare and nsenter for the disk-full test"
+            );
+            eprintln!("skipped: needs root, unshare and nsenter");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let script = format!(
+            "mount -t tmpfs -o size={size},mode=0700 gsmgw-test {m} && exec {bin} serve --sim 1 \
+             --sim-latency 20 --listen 127.0.0.1:0 --db {m}/g.db",
+            m = mnt.display(),
+            bin = env!("CARGO_BIN_EXE_gsmgw"),
+        );
+        let mut child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env("GSMGW_API_TOKEN", TOKEN)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let api = loop {
+            let line = lines.next().expect("serve printed its address").unwrap();
+            if let Some(a) = line.strip_prefix("gsmgw API: http://") {
+                break a.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Some(TmpfsServe {
+            child,
+            api,
+            mnt,
+            _dir: dir,
+        })
+    }
+
+    /// Runs a shell command inside the daemon's mount namespace.
+    fn inside(&self, cmd: &str) {
+        let pid = self.child.id().to_string();
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", &pid, "-m", "sh", "-c", cmd])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for TmpfsServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue #14 item 3, for real: the database's filesystem fills up. Every 202 is a
+/// committed row, the rest get 503 `store_unavailable` with `Retry-After`, `/readyz`
+/// says why, and once space returns the daemon takes messages again by itself and sends
+/// everything it accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_never_a_false_202_and_recovers_by_itself() {
+    let Some(p) = TmpfsServe::start("6m") else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", p.api);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(url("/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |text: String| {
+        let http = http.clone();
+        let u = url("/v1/messages");
+        async move {
+            let r = http
+                .post(u)
+                .bearer_auth(TOKEN)
+                .json(&json!({"to": "+491701234567", "text": text}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            (
+                status,
+                retry,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let mut accepted = Vec::new();
+    let (s, _, v) = post("before the disk fills".into()).await;
+    assert_eq!(s, 202, "{v}");
+    accepted.push(v["id"].as_i64().unwrap());
+
+    // Fill the filesystem to the last block.
+    p.inside(&format!(
+        "dd if=/dev/zero of={}/fill bs=16k 2>/dev/null; true",
+        p.mnt.display()
+    ));
+    let pad = "x".repeat(120);
+    let mut refused = 0;
+    for i in 0..5_000 {
+        let (s, retry, v) = post(format!("while full {i} {pad}")).await;
+        match s {
+            202 => accepted.push(v["id"].as_i64().unwrap()),
+            503 => {
+                assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
+                assert!(retry, "a 503 says when to come back");
+                refused += 1;
+                if refused == 5 {
+                    break;
+                }
+            }
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert_eq!(refused, 5, "the disk filled and nothing was refused");
+    eprintln!("accepted {} before the disk was full", accepted.len());
+    // Every 202 is a row the daemon can read back.
+    for id in &accepted {
+        let r = http
+            .get(url(&format!("/v1/messages/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "message {id} was accepted but is not stored"
+        );
+    }
+    let r = http.get(url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let why: Value = r.json().await.unwrap();
+    assert!(
+        why["store_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("full")),
+        "{why}"
+    );
+
+    // Space returns: the daemon accepts again without a restart.
+    p.inside(&format!("rm {}/fill", p.mnt.display()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let (s, _, v) = post("after space returned".into()).await;
+        if s == 202 {
+            break v["id"].as_i64().unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recovered: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    accepted.push(after);
+    // And everything accepted goes out.
+    for id in &accepted {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let m: Value = http
+                .get(url(&format!("/v1/messages/{id}")))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if m["status"] == "sent" || m["status"] == "delivered" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "accepted message {id} never went out: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let r = http.get(url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "ready again");
 }

@@ -3,129 +3,61 @@
 //! counters, a port that does not speak AT ignored, and an unplug/replug survived.
 #![allow(clippy::unwrap_used)]
 
-use gsmgw::config::Config;
-use gsmgw::daemon::{Running, ServeOptions};
-use hw_sim::{Bank, BankConfig, BankHandle, Fault, ProfileName};
+mod common;
+
+use common::{Daemon, Start, TOKEN};
+use hw_sim::{BankHandle, Fault, ProfileName};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
-const TOKEN: &str = "hotplug";
-
+/// The daemon watching `watched` (as it watches /dev/gsmgw), and the bank whose links
+/// the tests put there.
 struct Rig {
-    running: Running,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
+    d: Daemon,
     bank: Option<BankHandle>,
-    http: reqwest::Client,
 }
 
 async fn rig(dir: &Path, modems: usize, watched: &Path, remove_after_secs: u64) -> Rig {
-    let bank = Bank::start(BankConfig {
-        modems,
-        link_dir: dir.join("bank"),
-        profile: ProfileName::Generic,
-        latency: (10, 10),
-        seed: 3,
-        scenario: None,
-        tcp_base: None,
-        control: None,
-    })
-    .await
-    .unwrap();
-    let mut config = Config::default();
+    let bank = common::sim_bank(dir, modems, ProfileName::Generic, 10, 3).await;
+    let mut config = common::test_config();
     config.modems.command_timeout_ms = 1_000;
     config.modems.send_timeout_ms = 5_000;
     config.modems.remove_after_secs = remove_after_secs;
     config.modems.rescan_secs = 30; // only inotify can make these tests pass in time
-    let opts = ServeOptions {
+    let d = Daemon::start(Start {
         config,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
         db: Some(dir.join("g.db")),
         ports: vec![format!("{}/*", watched.display())],
-        sim: None,
-        sim_latency: None,
-        tokens: vec![TOKEN.into()],
-    };
-    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let (running, stop, task) = (spawned.running, spawned.stop, spawned.task);
+        ..Start::default()
+    })
+    .await;
     Rig {
-        running,
-        stop: Some(stop),
-        task,
+        d,
         bank: Some(bank),
-        http: reqwest::Client::new(),
     }
 }
 
 impl Rig {
     async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("http://{}{path}", self.running.api))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.d.get_json(path).await
     }
 
     async fn modems(&self) -> Vec<Value> {
-        self.get("/v1/modems")
-            .await
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.d.modems().await
     }
 
-    /// Waits (bounded) until the modem list satisfies `pred`.
     async fn wait_modems(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let m = self.modems().await;
-            if pred(&m) {
-                return m;
-            }
-            assert!(Instant::now() < deadline, "{what}: {m:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.d.wait_modems(what, pred).await
     }
 
     async fn send_and_wait(&self, text: &str) -> Value {
-        let v: Value = self
-            .http
-            .post(format!("http://{}/v1/messages", self.running.api))
-            .bearer_auth(TOKEN)
-            .json(&json!({"to": "+4915112345678", "text": text}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = v["id"].as_i64().unwrap_or_else(|| panic!("{v}"));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let m = self.get(&format!("/v1/messages/{id}")).await;
-            if matches!(m["status"].as_str(), Some("sent" | "delivered")) {
-                return m;
-            }
-            assert!(Instant::now() < deadline, "not sent: {m}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let id = self.d.send("+4915112345678", text).await;
+        self.d.wait_out(id).await
     }
 
     async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .expect("the daemon ran without error");
+        self.d.stop().await;
         if let Some(b) = self.bank.take() {
             b.shutdown().await;
         }
@@ -152,7 +84,7 @@ async fn links_that_appear_and_vanish_are_followed_and_a_moved_sim_keeps_its_cou
     let m = r
         .wait_modems("the AT port comes up", |m| m.len() == 1 && ready(&m[0]))
         .await;
-    assert_eq!(m[0]["id"], port.as_str());
+    assert_eq!(m[0]["port"], port.as_str());
     let iccid = m[0]["iccid"].as_str().unwrap().to_owned();
     r.send_and_wait("first, through stick1").await;
 
@@ -210,10 +142,10 @@ async fn an_unplugged_modem_comes_back_on_replug() {
     let action = |a: &'static str| {
         let url = format!(
             "http://{}/v1/modems/{}/{a}",
-            r.running.api,
+            r.d.running.api,
             port.replace('/', "%2F")
         );
-        let http = r.http.clone();
+        let http = r.d.http.clone();
         async move {
             let resp = http.post(url).bearer_auth(TOKEN).send().await.unwrap();
             (
@@ -224,26 +156,24 @@ async fn an_unplugged_modem_comes_back_on_replug() {
     };
     let (s, v) = action("disable").await;
     assert_eq!((s, v["enabled"].as_bool()), (200, Some(false)), "{v}");
-    let v: Value = r
-        .http
-        .post(format!("http://{}/v1/messages", r.running.api))
-        .bearer_auth(TOKEN)
-        .json(&json!({"to": "+4915112345678", "text": "while disabled"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let m = r.get(&format!("/v1/messages/{}", v["id"])).await;
-    assert_eq!(m["status"], "queued", "a disabled modem sends nothing: {m}");
+    let (_, v) =
+        r.d.post(json!({"to": "+4915112345678", "text": "while disabled"}))
+            .await;
+    // A disabled modem sends nothing: the message goes out only after the enable, so
+    // its part's sent_at is not before the moment the enable was asked for.
+    let enabled_at = gsmgw::store::now_ms();
     let (s, _) = action("enable").await;
     assert_eq!(s, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = r.get(&format!("/v1/messages/{}", v["id"])).await;
         if matches!(m["status"].as_str(), Some("sent" | "delivered")) {
+            let sent_at = m["part_states"][0]["sent_at"].as_str().unwrap();
+            let sent_ms = humantime::parse_rfc3339(sent_at).unwrap();
+            assert!(
+                gsmgw::store::to_ms(sent_ms) >= enabled_at,
+                "sent while disabled: {m}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "not sent after enable: {m}");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gsmgw::at::SessionConfig;
 use gsmgw::modem::{
     ChannelSink, Cnmi, Delivery, Endpoint, EndpointOpener, ModemConfig, ModemError, ModemHandle,
-    ModemState, Origin, SendRequest,
+    ModemState, Origin,
 };
 use gsmgw::pdu::{Pdu, Tpdu};
 use hw_sim::fault::NetworkSettings;
@@ -63,14 +63,18 @@ impl Bench {
 
 fn config() -> ModemConfig {
     ModemConfig {
-        command_timeout: Duration::from_millis(800),
-        storage_timeout: Duration::from_millis(800),
-        send_timeout: Duration::from_secs(3),
-        cfun_timeout: Duration::from_millis(800),
-        sim_wait: Duration::from_secs(4),
-        sink_timeout: Duration::from_secs(2),
-        health_interval: Duration::from_secs(30),
-        reset_wait: Duration::from_millis(300),
+        timeouts: gsmgw::config::Timeouts {
+            command: Duration::from_millis(800),
+            storage: Duration::from_millis(800),
+            send: Duration::from_secs(3),
+            cfun: Duration::from_millis(800),
+            sim_wait: Duration::from_secs(4),
+            sink: Duration::from_secs(2),
+            health_interval: Duration::from_secs(30),
+            reset_wait: Duration::from_millis(300),
+            reopen_backoff: (Duration::from_millis(50), Duration::from_millis(400)),
+            ..gsmgw::config::Timeouts::default()
+        },
         session: SessionConfig {
             drain_quiet: Duration::from_millis(50),
             drain_max: Duration::from_millis(400),
@@ -78,10 +82,34 @@ fn config() -> ModemConfig {
             resync_attempts: 2,
             ..SessionConfig::default()
         },
-        reopen_backoff: (Duration::from_millis(50), Duration::from_millis(400)),
         reopen_attempts: 20,
         ..ModemConfig::default()
     }
+}
+
+/// Sends `text` through a modem task as the daemon does (planned by `plan_parts`, one
+/// job); the MR of each part, as the task reported it.
+async fn send_text(
+    h: &ModemHandle,
+    to: &str,
+    text: impl AsRef<str>,
+    status_report: bool,
+) -> Result<Vec<u8>, ModemError> {
+    let mut opts = gsmgw::pdu::SubmitOptions::new(gsmgw::pdu::Address::parse(to)?);
+    opts.status_report = status_report;
+    let (_, parts) = gsmgw::pdu::plan::plan_parts(text.as_ref(), &opts)?;
+    let (progress, mut rx) = mpsc::unbounded_channel();
+    h.send(gsmgw::dispatch::SendJob {
+        message_id: 1,
+        parts,
+        progress,
+    })
+    .await?;
+    let mut mrs = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        mrs.push(p.mr);
+    }
+    Ok(mrs)
 }
 
 fn opener(path: &Path) -> Arc<EndpointOpener> {
@@ -356,15 +384,15 @@ async fn status_reports_arrive_via_cdsi_and_cds() {
         cfg.cnmi = vec![Cnmi::parse_param(cnmi).unwrap()];
         let h = ModemHandle::spawn(opener(&b.link(i)), cfg, Some(Arc::new(sink)));
         ready(&h).await;
-        let mut req = SendRequest::new("+491701234567", "report me");
-        req.status_report = true;
-        let sent = h.send(req).await.unwrap();
+        let sent = send_text(&h, "+491701234567", "report me", true)
+            .await
+            .unwrap();
         let d = next_delivery(&mut rx, Duration::from_secs(5)).await;
         match &d.message.decoded {
             Ok(Pdu {
                 tpdu: Tpdu::StatusReport(r),
                 ..
-            }) => assert_eq!(r.message_ref, sent.mrs[0]),
+            }) => assert_eq!(r.message_ref, sent[0]),
             other => panic!("expected a status report, got {other:?}"),
         }
         let direct = i == 1;
@@ -460,7 +488,7 @@ async fn pin_is_entered_and_a_wrong_pin_only_once() {
 async fn a_hung_modem_is_recovered_within_twice_the_command_timeout() {
     let b = Bench::start(1, ProfileName::Simcom, |_| {}).await;
     let cfg = config();
-    let t = cfg.command_timeout;
+    let t = cfg.timeouts.command;
     let h = ModemHandle::spawn(opener(&b.link(0)), cfg, None);
     ready(&h).await;
     b.bank().set_fault(0, Fault::HangNow).unwrap();
@@ -480,7 +508,7 @@ async fn a_hung_modem_is_recovered_within_twice_the_command_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    h.send(SendRequest::new("+491701234567", "after the hang"))
+    send_text(&h, "+491701234567", "after the hang", false)
         .await
         .unwrap();
     h.shutdown().await;
@@ -498,8 +526,7 @@ async fn a_modem_that_hangs_on_every_send_is_quarantined_with_the_reason() {
     let h = ModemHandle::spawn(opener(&b.link(0)), cfg, None);
     ready(&h).await;
     for _ in 0..3 {
-        let e = h
-            .send(SendRequest::new("+491701234567", "x"))
+        let e = send_text(&h, "+491701234567", "x", false)
             .await
             .unwrap_err();
         if matches!(e, ModemError::Quarantined(_)) {
@@ -516,8 +543,7 @@ async fn a_modem_that_hangs_on_every_send_is_quarantined_with_the_reason() {
     })
     .await;
     assert!(format!("{s:?}").contains("recoveries"), "{s:?}");
-    let e = h
-        .send(SendRequest::new("+491701234567", "x"))
+    let e = send_text(&h, "+491701234567", "x", false)
         .await
         .unwrap_err();
     assert!(matches!(e, ModemError::Quarantined(_)), "{e}");
@@ -535,7 +561,7 @@ async fn unplug_and_reboot_are_survived_by_reopening() {
         .unwrap();
     wait_state(&h, Duration::from_secs(3), |s| *s != ModemState::Ready).await;
     ready(&h).await;
-    h.send(SendRequest::new("+491701234567", "after unplug"))
+    send_text(&h, "+491701234567", "after unplug", false)
         .await
         .unwrap();
     b.bank()
@@ -543,7 +569,7 @@ async fn unplug_and_reboot_are_survived_by_reopening() {
         .unwrap();
     wait_state(&h, Duration::from_secs(3), |s| *s != ModemState::Ready).await;
     ready(&h).await;
-    h.send(SendRequest::new("+491701234567", "after reboot"))
+    send_text(&h, "+491701234567", "after reboot", false)
         .await
         .unwrap();
     assert_eq!(b.bank().messages().len(), 2);
@@ -576,9 +602,7 @@ async fn garbage_busy_sim_and_full_storage() {
     ready(&h0).await;
     for i in 0..5 {
         // A timeout caused by noise is recovered; the message then goes through.
-        let r = h0
-            .send(SendRequest::new("+491701234567", format!("noisy {i}")))
-            .await;
+        let r = send_text(&h0, "+491701234567", format!("noisy {i}"), false).await;
         if r.is_err() {
             ready(&h0).await;
         }
@@ -611,7 +635,7 @@ async fn garbage_busy_sim_and_full_storage() {
 async fn health_is_polled_and_ussd_answers() {
     let b = Bench::start(2, ProfileName::Mixed, |_| {}).await;
     let mut cfg = config();
-    cfg.health_interval = Duration::from_millis(200);
+    cfg.timeouts.health_interval = Duration::from_millis(200);
     let h = ModemHandle::spawn(opener(&b.link(0)), cfg, None);
     ready(&h).await;
     b.bank()

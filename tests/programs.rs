@@ -4,11 +4,11 @@
 //! left the bank.
 #![allow(clippy::unwrap_used)]
 
-use gsmgw::config::Config;
-use gsmgw::daemon::{Running, ServeOptions};
+mod common;
+
+use common::{Daemon, Start};
 use serde_json::Value;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// One curl command: method, path, body.
 #[derive(Debug)]
@@ -67,93 +67,39 @@ fn readme_calls() -> Vec<Call> {
     calls
 }
 
-struct Daemon {
-    running: Running,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
 async fn start() -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.modems.command_timeout_ms = 2_000;
-    config.modems.send_timeout_ms = 10_000;
-    let opts = ServeOptions {
-        config,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        db: Some(dir.path().join("gsmgw.db")),
+    Daemon::start(Start {
         sim: Some(4),
         tokens: vec!["secret".into()],
-        ..ServeOptions::default()
-    };
-    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let (running, stop, task) = (spawned.running, spawned.stop, spawned.task);
-    Daemon {
-        running,
-        stop,
-        task,
-        http: reqwest::Client::new(),
-        _dir: dir,
-    }
+        ..Start::default()
+    })
+    .await
 }
 
-impl Daemon {
-    async fn call(&self, c: &Call) -> (u16, Value) {
-        let url = format!("http://{}{}", self.running.api, c.path);
-        let mut req = match c.method.as_str() {
-            "POST" => self.http.post(url),
-            "DELETE" => self.http.delete(url),
-            _ => self.http.get(url),
-        }
-        .bearer_auth("secret");
-        if let Some(b) = &c.body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.clone());
-        }
-        let r = req.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
+/// One README call against the daemon (its body is JSON as README writes it).
+async fn call(d: &Daemon, c: &Call) -> (u16, Value) {
+    let body = c
+        .body
+        .as_deref()
+        .map(|b| serde_json::from_str::<Value>(b).unwrap_or_else(|e| panic!("{b}: {e}")));
+    d.call(&c.method, &c.path, body.as_ref()).await
+}
 
-    async fn get(&self, path: &str) -> Value {
-        self.call(&Call {
-            method: "GET".into(),
-            path: path.into(),
-            body: None,
-        })
-        .await
-        .1
-    }
-
-    /// What reached the simulated network, waiting until `n` messages have.
-    async fn sink(&self, n: usize) -> Vec<Value> {
-        let url = format!("http://{}/messages", self.running.sim_control.unwrap());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let v: Vec<Value> = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+/// What reached the simulated network, once `n` messages have.
+async fn sent(d: &Daemon, n: usize) -> Vec<Value> {
+    common::eventually(
+        &format!("{n} messages sent"),
+        Duration::from_secs(30),
+        || async {
+            let v = d.sink().await;
             if v.len() >= n {
-                return v;
+                Ok(v)
+            } else {
+                Err(format!("{v:?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {} of {n} sent: {v:?}",
-                v.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,29 +109,29 @@ async fn the_readme_programs_work_as_shown() {
     let d = start().await;
 
     // Order confirmation and shipping update: one template call each.
-    let (s, order) = d.call(&calls[0]).await;
+    let (s, order) = call(&d, &calls[0]).await;
     assert_eq!(s, 202, "{order}");
     assert_eq!(
         order["text"],
         "Thanks for your order #1042: 2x Coffee beans 1kg, total EUR 31.80. We will text you when it ships."
     );
-    let (s, ship) = d.call(&calls[1]).await;
+    let (s, ship) = call(&d, &calls[1]).await;
     assert_eq!(s, 202, "{ship}");
-    let sink = d.sink(2).await;
+    let sink = sent(&d, 2).await;
     assert!(sink.iter().any(|m| m["text"] == order["text"]), "{sink:?}");
     assert!(sink.iter().any(
         |m| m["text"] == "Your order #1042 is on its way. Track it: https://track.example/1042"
     ));
 
     // Appointment: confirmation now, reminder scheduled; one DELETE cancels what is left.
-    let (s, appt) = d.call(&calls[2]).await;
+    let (s, appt) = call(&d, &calls[2]).await;
     assert_eq!(s, 202, "{appt}");
     assert_eq!(appt["id"], 3, "README's DELETE names id 3");
     assert_eq!(appt["reminder"]["send_at"], "2099-12-03T09:00:00.000Z");
     assert_eq!(appt["reminder"]["group_id"], 3);
-    let sink = d.sink(3).await;
+    let sink = sent(&d, 3).await;
     assert!(sink.iter().any(|m| m["text"] == "Hi Ann, your appointment on Fri 4 Dec 2099, 10:00 is confirmed."));
-    let (s, del) = d.call(&calls[3]).await;
+    let (s, del) = call(&d, &calls[3]).await;
     assert_eq!(s, 200, "{del}");
     let reminder = appt["reminder"]["id"].as_i64().unwrap();
     assert!(
@@ -196,15 +142,15 @@ async fn the_readme_programs_work_as_shown() {
         "{del}"
     );
     assert_eq!(
-        d.get(&format!("/v1/messages/{reminder}")).await["status"],
+        d.get_json(&format!("/v1/messages/{reminder}")).await["status"],
         "cancelled"
     );
 
     // Security code: the code reaches the handset, the API never shows it, verify works.
-    let (s, otp) = d.call(&calls[4]).await;
+    let (s, otp) = call(&d, &calls[4]).await;
     assert_eq!(s, 202, "{otp}");
     assert_eq!(otp["id"], 1, "README's verify names id 1");
-    let sink = d.sink(4).await;
+    let sink = sent(&d, 4).await;
     let sms = sink
         .iter()
         .find(|m| {
@@ -219,12 +165,14 @@ async fn the_readme_programs_work_as_shown() {
         .take_while(char::is_ascii_digit)
         .collect();
     assert_eq!(code.len(), 6);
-    let shown = d.get(&format!("/v1/messages/{}", otp["message_id"])).await;
+    let shown = d
+        .get_json(&format!("/v1/messages/{}", otp["message_id"]))
+        .await;
     assert!(
         shown["text"].is_null() && !shown.to_string().contains(&code),
         "{shown}"
     );
-    let listed = d.get("/v1/messages").await;
+    let listed = d.get_json("/v1/messages").await;
     assert!(!listed.to_string().contains(&code));
     let verify = Call {
         body: calls[5].body.as_ref().map(|b| b.replace("123456", &code)),
@@ -234,16 +182,11 @@ async fn the_readme_programs_work_as_shown() {
             body: None,
         }
     };
-    let (s, v) = d.call(&verify).await;
+    let (s, v) = call(&d, &verify).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["result"], "verified");
 
-    let _ = d.stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("the daemon ran without error");
+    d.stop().await;
 }
 
 /// Opt-out through the real inbound path (hw-sim → modem → StoreSink), USSD on a
@@ -267,12 +210,14 @@ async fn opt_out_by_sms_ussd_and_sims() {
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (s, v) = d
-            .call(&post(
+        let (s, v) = call(
+            &d,
+            &post(
                 "/v1/messages",
                 r#"{"to": "+4917612345678", "text": "promo"}"#,
-            ))
-            .await;
+            ),
+        )
+        .await;
         if s == 400 {
             assert_eq!(v["error"]["code"], "suppressed", "{v}");
             break;
@@ -284,20 +229,18 @@ async fn opt_out_by_sms_ussd_and_sims() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let list = d.get("/v1/suppressions").await;
+    let list = d.get_json("/v1/suppressions").await;
     assert_eq!(list["items"][0]["number"], "+4917612345678", "{list}");
-    let inbox = d.get("/v1/inbox").await;
+    let inbox = d.get_json("/v1/inbox").await;
     assert_eq!(inbox["items"][0]["text"], "Stop");
     // A security code is still sent to a suppressed number (exempt_otp).
-    let (s, v) = d
-        .call(&post("/v1/otp", r#"{"to": "+4917612345678"}"#))
-        .await;
+    let (s, v) = call(&d, &post("/v1/otp", r#"{"to": "+4917612345678"}"#)).await;
     assert_eq!(s, 202, "{v}");
 
     // SIMs appear once the modems are up; USSD on one of them.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let iccid = loop {
-        let sims = d.get("/v1/sims").await;
+        let sims = d.get_json("/v1/sims").await;
         if let Some(i) = sims["items"][0]["iccid"].as_str() {
             break i.to_owned();
         }
@@ -307,19 +250,13 @@ async fn opt_out_by_sms_ussd_and_sims() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let (s, v) = d
-        .call(&post(
-            &format!("/v1/sims/{iccid}/ussd"),
-            r#"{"code": "*100#"}"#,
-        ))
-        .await;
+    let (s, v) = call(
+        &d,
+        &post(&format!("/v1/sims/{iccid}/ussd"), r#"{"code": "*100#"}"#),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert!(v["text"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
 
-    let _ = d.stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), d.task)
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("the daemon ran without error");
+    d.stop().await;
 }

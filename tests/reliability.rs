@@ -22,8 +22,10 @@
 //! Figures go to stderr (`--nocapture` shows them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Daemon, Start};
 use gsmgw::config::Config;
-use gsmgw::daemon::{Running, ServeOptions};
 use hw_sim::{Bank, BankConfig, BankHandle, Fault, ProfileName, RegState};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -33,7 +35,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "reliability-token";
 
@@ -541,96 +542,16 @@ async fn kill_9_stress_more_seeds() {
 // The daemon in-process, on the PTYs of a bank the test owns (so the test chooses the
 // bank's latency and faults).
 
-struct InProc {
-    running: Running,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), String>>,
-    http: reqwest::Client,
-}
-
-async fn start_daemon(config: Config, links: &Path, db: PathBuf) -> InProc {
-    let opts = ServeOptions {
+/// The daemon on every link of the test's bank.
+async fn start_daemon(config: Config, links: &Path, db: PathBuf) -> Daemon {
+    Daemon::start(Start {
         config,
-        listen: Some("127.0.0.1:0".parse().unwrap()),
         db: Some(db),
         ports: vec![links.join("modem*").display().to_string()],
-        sim: None,
-        sim_latency: None,
         tokens: vec![TOKEN.into()],
-    };
-    let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(20))
-        .await
-        .expect("daemon ready in time");
-    let (running, stop_tx, task) = (spawned.running, spawned.stop, spawned.task);
-    InProc {
-        running,
-        stop: Some(stop_tx),
-        task,
-        http: http(),
-    }
-}
-
-impl InProc {
-    async fn post(&self, to: &str, text: &str) -> i64 {
-        let r = self
-            .http
-            .post(format!("http://{}/v1/messages", self.running.api))
-            .bearer_auth(TOKEN)
-            .json(&json!({"to": to, "text": text}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 202);
-        r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
-    }
-
-    async fn get(&self, id: i64) -> Value {
-        get_message(&self.http, self.running.api, id).await
-    }
-
-    async fn modems(&self) -> Vec<Value> {
-        self.http
-            .get(format!("http://{}/v1/modems", self.running.api))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Waits until `n` modems are usable.
-    async fn wait_ready(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v: Value = self
-                .http
-                .get(format!("http://{}/readyz", self.running.api))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if v["modems_ready"].as_u64().unwrap_or(0) >= n as u64 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "not {n} modems ready: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("daemon stops in time")
-            .unwrap()
-            .expect("the daemon ran without error");
-    }
+        ..Start::default()
+    })
+    .await
 }
 
 /// The bank index of the modem the daemon names `name` (its port path).
@@ -671,7 +592,7 @@ async fn unplugged_modem_fails_over_within_a_second() {
     d.wait_ready(3).await;
 
     let text = "unplug me";
-    let id = d.post("+491701112223", text).await;
+    let id = d.send("+491701112223", text).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let sending_on = loop {
         let m = d.get(id).await;
@@ -694,8 +615,14 @@ async fn unplugged_modem_fails_over_within_a_second() {
         )
         .unwrap();
     }
-    // Let the PDU go out: the modem is now sitting on it (1.5 s latency).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the PDU is in: the modem is now sitting on it (1.5 s latency).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // (A payload read but not yet answered: `+CMGS` is pending.)
+    let holds_pdu = |c: &hw_sim::modem::Metrics| c.sms_payloads > c.sms_submitted + c.sms_failed;
+    while !holds_pdu(&bank.metrics().modems[sending_on].counts) {
+        assert!(Instant::now() < deadline, "the PDU never reached the modem");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(
         bank.messages().is_empty(),
         "sent before the unplug: {:?}",
@@ -754,7 +681,7 @@ async fn unplugged_modem_fails_over_within_a_second() {
     // While it is away, the others carry the traffic; after the replug it is back.
     let mut ids = Vec::new();
     for n in 0..6 {
-        ids.push(d.post("+491701112224", &format!("while away {n}")).await);
+        ids.push(d.send("+491701112224", &format!("while away {n}")).await);
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     for id in ids {
@@ -911,7 +838,7 @@ async fn queue_drains_despite_every_fault() {
     for n in 0..total {
         ids.push((
             n,
-            d.post(&format!("+49172{n:07}"), &format!("fault-{n}"))
+            d.send(&format!("+49172{n:07}"), &format!("fault-{n}"))
                 .await,
         ));
     }
@@ -967,7 +894,7 @@ async fn queue_drains_despite_every_fault() {
         .await
         .iter()
         .map(|m| {
-            let i = index_of(&bank, m["id"].as_str().unwrap());
+            let i = index_of(&bank, m["port"].as_str().unwrap());
             format!("modem{i}: {}", m["state"])
         })
         .collect();

@@ -21,11 +21,21 @@ pub enum Form {
 /// One command out of a command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// A basic command: name (upper-case, `&` kept, e.g. `E`, `&F`, `S7`) and its
-    /// numeric/text argument (`S7=60` has arg `=60`, `S7?` has `?`).
-    Basic { name: String, arg: String },
-    /// An extended command: name upper-case with its prefix (`+CMGS`, `^ICCID`).
-    Ext { name: String, form: Form },
+    /// A basic command (`E0`, `&F`, `S7=60`).
+    Basic {
+        /// Upper-case, `&` kept: `E`, `&F`, `S7`.
+        name: String,
+        /// The numeric/text argument as written: `S7=60` has `=60`, `S7?` has `?`,
+        /// `E0` has `0`, `D` has the rest of the line; empty when there is none.
+        arg: String,
+    },
+    /// An extended command (`+CMGS=...`, `^ICCID?`).
+    Ext {
+        /// Upper-case with its prefix: `+CMGS`, `^ICCID`.
+        name: String,
+        /// Which of the four forms it was written in.
+        form: Form,
+    },
 }
 
 /// A syntax error: the modem answers `ERROR` for the whole line.
@@ -127,8 +137,11 @@ pub fn parse_line(body: &str) -> Result<Vec<Command>, SyntaxError> {
 /// One parameter of a set command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Param {
+    /// Nothing between the commas (`+CMGF=,1`): the command's default applies.
     Empty,
+    /// A `"..."` string, quotes removed.
     Quoted(String),
+    /// An unquoted value, usually a number.
     Bare(String),
 }
 

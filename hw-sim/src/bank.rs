@@ -30,12 +30,18 @@ use tokio::task::JoinHandle;
 /// How to build a bank. `BankConfig::default()` is one generic modem in `./hw-sim-links`.
 #[derive(Debug, Clone)]
 pub struct BankConfig {
+    /// How many modems, 1..=4096.
     pub modems: usize,
+    /// Directory for the `modem<i>` symlinks (created if missing).
     pub link_dir: PathBuf,
+    /// Every modem's firmware family; `Mixed`/`Zoo` cycle by index. A scenario's
+    /// `[[modem]]` entry may override it per modem.
     pub profile: ProfileName,
     /// CMGS latency range in ms (`--latency`), used where no latency fault is set.
     pub latency: (u64, u64),
+    /// Seed for identities and every random decision (a scenario's `seed` wins).
     pub seed: u64,
+    /// Faults, settings and timeline to start with; `None` is a healthy bank.
     pub scenario: Option<Scenario>,
     /// Serve modem i on 127.0.0.1:tcp_base+i too.
     pub tcp_base: Option<u16>,
@@ -58,18 +64,26 @@ impl Default for BankConfig {
     }
 }
 
+/// Why a bank could not start or refused a request.
 #[derive(Debug, thiserror::Error)]
 pub enum BankError {
+    /// Opening or configuring a PTY failed.
     #[error("PTY: {0}")]
     Pty(#[from] nix::Error),
+    /// A file or socket operation failed (what, cause): link directory, links, TCP or
+    /// control listener.
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// The scenario is invalid or names a modem beyond the bank.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// A bad [`BankConfig`] value, or an inbound message that cannot be injected.
     #[error("bad config: {0}")]
     Config(String),
+    /// No modem with that index (HTTP 404 in the control API).
     #[error("no such modem {0}")]
     NoModem(usize),
+    /// A fault with values out of range ([`Fault::validate`]).
     #[error("invalid fault: {0}")]
     Fault(String),
 }
@@ -96,17 +110,27 @@ pub struct PortInfo {
 /// What `GET /modems` shows of one modem.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModemInfo {
+    /// Position in the bank, from 0.
     pub index: usize,
     /// The stable symlink `DIR/modem<i>`.
     pub path: PathBuf,
     /// The current `/dev/pts/N`, absent while unplugged.
     pub pty: Option<PathBuf>,
+    /// The SIM's number, E.164 with `+`; other modems and outside senders reach it here.
     pub msisdn: String,
+    /// The SIM's IMSI (`+CIMI`).
     pub imsi: String,
+    /// The SIM's ICCID (`+CCID`), 19 digits.
     pub iccid: String,
+    /// The modem's IMEI (`+CGSN`), 15 digits.
     pub imei: String,
+    /// The profile name (`huawei`, `quectel-ec25`, …), `Mixed`/`Zoo` resolved.
     pub profile: &'static str,
+    /// `ready`, `roaming`, `searching`, `denied`, `not_registered`, `sim_pin`,
+    /// `sim_puk`, `sim_blocked`, `sim_busy`, `radio_off`, `hung` or `unplugged`.
     pub state: String,
+    /// The 127.0.0.1 port that also serves this modem; `None` without
+    /// [`BankConfig::tcp_base`].
     pub tcp_port: Option<u16>,
     /// Line speed of the real device (data only: a PTY has no baud rate).
     pub nominal_baud: u32,
@@ -117,24 +141,32 @@ pub struct ModemInfo {
 /// Per-modem counters of `GET /metrics`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModemMetrics {
+    /// Position in the bank, from 0.
     pub index: usize,
+    /// The modem's counters (flattened into this object in JSON).
     #[serde(flatten)]
     pub counts: Metrics,
 }
 
+/// Everything `GET /metrics` reports: counters per modem and for the network.
 #[derive(Debug, Clone, Serialize)]
 pub struct BankMetrics {
+    /// One entry per modem, by index.
     pub modems: Vec<ModemMetrics>,
+    /// Routing, status-report and redelivery counters.
     pub network: NetMetrics,
 }
 
 /// The shared core behind a [`BankHandle`] and the control API.
 pub struct BankCore {
+    /// The modems and the network between them.
     pub network: Arc<Network>,
+    /// [`BankConfig::tcp_base`], for [`ModemInfo::tcp_port`].
     pub tcp_base: Option<u16>,
 }
 
 impl BankCore {
+    /// What `GET /modems` shows, by index.
     pub fn modems(&self) -> Vec<ModemInfo> {
         let now = Instant::now();
         self.network
@@ -189,6 +221,8 @@ impl BankCore {
         self.network.cells.get(i).ok_or(BankError::NoModem(i))
     }
 
+    /// Validates and applies a fault to modem `i`; returns its standing faults
+    /// afterwards.
     pub fn set_fault(&self, i: usize, f: Fault) -> Result<Vec<Fault>, BankError> {
         f.validate().map_err(BankError::Fault)?;
         let c = self.cell(i)?;
@@ -204,10 +238,13 @@ impl BankCore {
         Ok(faults)
     }
 
+    /// The standing faults of modem `i` (one-shot actions are not kept).
     pub fn faults(&self, i: usize) -> Result<Vec<Fault>, BankError> {
         Ok(lock(&self.cell(i)?.modem).faults())
     }
 
+    /// Heals modem `i`: drops every standing fault, unlocks the SIM, ends a hang and
+    /// restores the SMSC and the profile's storage size.
     pub fn clear_faults(&self, i: usize) -> Result<(), BankError> {
         let c = self.cell(i)?;
         lock(&c.modem).clear_faults(Instant::now());
@@ -235,6 +272,8 @@ impl BankCore {
         Ok(lock(&self.cell(i)?.modem).calls())
     }
 
+    /// An SMS from outside (`from`: a number or an alphanumeric sender) to modem `i`;
+    /// returns the number of parts.
     pub fn inject_inbound(&self, i: usize, from: &str, text: &str) -> Result<usize, BankError> {
         self.cell(i)?;
         self.network
@@ -242,6 +281,7 @@ impl BankCore {
             .map_err(BankError::Config)
     }
 
+    /// A snapshot of every counter.
     pub fn metrics(&self) -> BankMetrics {
         BankMetrics {
             modems: self
@@ -441,6 +481,7 @@ impl Bank {
 }
 
 impl BankHandle {
+    /// Every modem's identity, links and state, by index.
     pub fn modems(&self) -> Vec<ModemInfo> {
         self.core.modems()
     }
@@ -448,6 +489,7 @@ impl BankHandle {
     pub fn messages(&self) -> Vec<OutsideMessage> {
         self.core.network.outside()
     }
+    /// Forgets the messages [`messages`](Self::messages) lists.
     pub fn clear_messages(&self) {
         self.core.network.clear_outside()
     }
@@ -459,9 +501,11 @@ impl BankHandle {
     pub fn set_fault(&self, modem: usize, f: Fault) -> Result<Vec<Fault>, BankError> {
         self.core.set_fault(modem, f)
     }
+    /// The standing faults of `modem`.
     pub fn faults(&self, modem: usize) -> Result<Vec<Fault>, BankError> {
         self.core.faults(modem)
     }
+    /// Heals `modem`: drops every standing fault, unlocks the SIM and ends a hang.
     pub fn clear_faults(&self, modem: usize) -> Result<(), BankError> {
         self.core.clear_faults(modem)
     }
@@ -475,9 +519,12 @@ impl BankHandle {
     pub fn calls(&self, modem: usize) -> Result<Vec<CallRecord>, BankError> {
         self.core.calls(modem)
     }
+    /// Where the control API listens (the real port when 0 was asked for); `None`
+    /// without [`BankConfig::control`].
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
     }
+    /// A snapshot of every counter, as `GET /metrics` reports them.
     pub fn metrics(&self) -> BankMetrics {
         self.core.metrics()
     }

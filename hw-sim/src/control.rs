@@ -43,6 +43,7 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// The control API over one bank; the bank serves it on [`BankConfig::control`](crate::BankConfig::control).
 pub fn router(core: Arc<BankCore>) -> Router {
     Router::new()
         .route("/modems", get(modems))

@@ -12,11 +12,16 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum RegState {
+    /// Registered on the home network (`<stat>` 1); the default.
     #[default]
     Home,
+    /// Registered, roaming (`<stat>` 5).
     Roaming,
+    /// Not registered, looking for an operator (`<stat>` 2).
     Searching,
+    /// Registration denied (`<stat>` 3).
     Denied,
+    /// Not registered and not searching (`<stat>` 0).
     NotRegistered,
 }
 
@@ -32,6 +37,7 @@ impl RegState {
         }
     }
 
+    /// Whether SMS can be sent: home or roaming.
     pub fn registered(self) -> bool {
         matches!(self, RegState::Home | RegState::Roaming)
     }
@@ -42,45 +48,92 @@ impl RegState {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
     /// CMGS takes this long (uniform in [min_ms, max_ms]) before its answer.
-    Latency { min_ms: u64, max_ms: u64 },
+    Latency {
+        /// Shortest delay, ms.
+        min_ms: u64,
+        /// Longest delay, ms; at least `min_ms`.
+        max_ms: u64,
+    },
     /// A CMGS fails with `+CMS ERROR: code` with this probability.
-    CmsError { code: u16, probability: f64 },
+    CmsError {
+        /// The `<err>` of 3GPP TS 27.005 §3.2.5, e.g. 500 (unknown error).
+        code: u16,
+        /// Chance per CMGS, 0..=1.
+        probability: f64,
+    },
     /// A CMGS is never answered with this probability; the modem then stops answering
     /// anything until `AT+CFUN` or a replug.
-    Hang { probability: f64 },
+    Hang {
+        /// Chance per CMGS, 0..=1.
+        probability: f64,
+    },
     /// Stop answering right now (until CFUN or replug).
     HangNow,
     /// With this probability, `len` random bytes precede a response.
-    Garbage { probability: f64, len: usize },
+    Garbage {
+        /// Chance per response, 0..=1.
+        probability: f64,
+        /// Bytes of noise, at most 65536.
+        len: usize,
+    },
     /// Send `len` random bytes right now.
-    GarbageNow { len: usize },
+    GarbageNow {
+        /// Bytes of noise, at most 65536.
+        len: usize,
+    },
     /// The port goes away (PTY closed, link removed) and comes back after `down_ms`.
-    Unplug { down_ms: u64 },
+    Unplug {
+        /// How long the port stays away, ms.
+        down_ms: u64,
+    },
     /// Power-cycle as `AT+CFUN=1,1` does (port gone for `down_ms`, state reset).
-    Reboot { down_ms: u64 },
+    Reboot {
+        /// How long the port stays away, ms.
+        down_ms: u64,
+    },
     /// The SIM wants this PIN (then PUK after three wrong tries).
     SimPin {
+        /// The PIN `AT+CPIN` must be given.
         pin: String,
+        /// The PUK that unblocks it; `12345678` when left out.
         #[serde(default = "default_puk")]
         puk: String,
     },
     /// The SIM is PUK-locked.
     SimPuk {
+        /// The PUK that unblocks it; `12345678` when left out.
         #[serde(default = "default_puk")]
         puk: String,
     },
     /// `+CME ERROR: 14` (SIM busy) for this long after every boot, and from now.
-    SimBusy { secs: f64 },
+    SimBusy {
+        /// Length of the busy window, seconds (0..=86400).
+        secs: f64,
+    },
     /// Registration state (home, roaming, searching, denied, not_registered).
-    Registration { state: RegState },
+    Registration {
+        /// The state `+CREG?` reports from now on.
+        state: RegState,
+    },
     /// `+CSQ` values; Huawei profiles also say `^RSSI`.
-    Signal { rssi: u8, ber: u8 },
+    Signal {
+        /// `<rssi>`: 0..=31, or 99 for unknown.
+        rssi: u8,
+        /// `<ber>`: 0..=7, or 99 for unknown.
+        ber: u8,
+    },
     /// SIM storage reports full: inbound messages wait in the network.
     StorageFull,
     /// SIM storage capacity.
-    StorageCapacity { capacity: usize },
+    StorageCapacity {
+        /// Messages the SIM holds, 1..=1000 (the profile sets the default).
+        capacity: usize,
+    },
     /// Each inbound part is delivered twice with this probability.
-    InboundDuplicate { probability: f64 },
+    InboundDuplicate {
+        /// Chance per part, 0..=1.
+        probability: f64,
+    },
     /// The parts of an inbound multipart message arrive in a shuffled order.
     InboundReorder,
     /// Answer `OK` instead of `+CMS ERROR` when a send fails.
@@ -89,30 +142,46 @@ pub enum Fault {
     NoSmsc,
     /// With this probability a URC (`+CREG`/`^RSSI`) interrupts a response or follows
     /// the `>` prompt.
-    UrcNoise { probability: f64 },
+    UrcNoise {
+        /// Chance per response or prompt, 0..=1.
+        probability: f64,
+    },
     /// Status reports for this modem's messages: delivered (0x00) or the given TP-ST.
     StatusReport {
+        /// TP-ST to report; 0 (delivered) when left out.
         #[serde(default)]
         status: u8,
+        /// Delay before the report, ms; `None` keeps
+        /// [`NetworkSettings::status_report_delay_ms`].
         #[serde(default)]
         delay_ms: Option<u64>,
     },
     /// Direct `+CMT`/`+CDS` not acknowledged with `+CNMA` within this time is taken
     /// back by the network (and redelivered later).
-    CnmaTimeout { ms: u64 },
+    CnmaTimeout {
+        /// How long the network waits for `+CNMA`, ms.
+        ms: u64,
+    },
     /// The PDU line of the next `count` direct `+CMT`/`+CDS` deliveries (PDU mode) reaches
     /// the host as line noise (some bytes replaced by 0xFF, as a flaky USB-serial adapter
     /// does); each still waits for `+CNMA` like any direct delivery.
-    GarbledPdu { count: u32 },
+    GarbledPdu {
+        /// How many deliveries to garble.
+        count: u32,
+    },
     /// Action: an incoming voice call from `from`: `RING` (`+CRING: VOICE` after
     /// `AT+CRC=1`) and `+CLIP` (after `AT+CLIP=1`) every `interval_ms` until `ATH` /
     /// `AT+CHUP` or `count` rings. With `cms_error`, SMS commands fail while it rings.
     Ring {
+        /// The caller's number as `+CLIP` shows it (1..=32 characters).
         from: String,
+        /// Rings before the caller gives up, 1..=1000; 5 when left out.
         #[serde(default = "default_ring_count")]
         count: u32,
+        /// Time between rings, ms; 3000 when left out.
         #[serde(default = "default_ring_interval")]
         interval_ms: u64,
+        /// The `+CMS ERROR` code SMS commands get while it rings; `None`: they work.
         #[serde(default)]
         cms_error: Option<u16>,
     },
@@ -256,9 +325,12 @@ impl Default for NetworkSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModemScenario {
+    /// Which modem, from 0; must be below the bank size.
     pub index: usize,
+    /// Overrides the bank's profile for this modem; `None` keeps it.
     #[serde(default)]
     pub profile: Option<crate::profile::ProfileName>,
+    /// Applied in order at start, as `POST /modems/{i}/faults` would.
     #[serde(default)]
     pub faults: Vec<Fault>,
 }
@@ -267,8 +339,11 @@ pub struct ModemScenario {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimedFault {
+    /// When, in ms after the bank started.
     pub at_ms: u64,
+    /// Which modem, from 0; must be below the bank size.
     pub modem: usize,
+    /// What to apply then.
     pub fault: Fault,
 }
 
@@ -276,23 +351,32 @@ pub struct TimedFault {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Scenario {
+    /// Overrides [`BankConfig::seed`](crate::BankConfig::seed); `None` keeps it.
     pub seed: Option<u64>,
     /// Collapse multi-port devices (quectel-ec25, huawei-e1752…) to their primary AT
     /// port, as if the other ttys were not bound (`--single-port`).
     pub single_port: bool,
+    /// Network-wide settings (`[network]`).
     pub network: NetworkSettings,
+    /// Per-modem profiles and start-up faults (`[[modem]]`).
     pub modem: Vec<ModemScenario>,
+    /// Faults applied later (`[[timeline]]`).
     pub timeline: Vec<TimedFault>,
 }
 
+/// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
+    /// The file could not be read (path, cause).
     #[error("reading {0}: {1}")]
     Io(String, std::io::Error),
+    /// Not valid scenario TOML.
     #[error("TOML: {0}")]
     Toml(#[from] toml::de::Error),
+    /// Not valid scenario JSON.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Parsed, but a value is out of range or a modem index is beyond the bank.
     #[error("invalid scenario: {0}")]
     Invalid(String),
 }
@@ -313,12 +397,14 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Parses and validates a TOML scenario.
     pub fn from_toml(text: &str) -> Result<Scenario, ScenarioError> {
         let s: Scenario = toml::from_str(text)?;
         s.validate()?;
         Ok(s)
     }
 
+    /// Parses and validates a JSON scenario.
     pub fn from_json(text: &str) -> Result<Scenario, ScenarioError> {
         let s: Scenario = serde_json::from_str(text)?;
         s.validate()?;

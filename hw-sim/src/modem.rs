@@ -26,8 +26,11 @@ const MAX_LINE: usize = 2048;
 pub enum Event {
     /// A message part left this modem towards the network.
     Submitted(Submission),
-    /// The port must disappear and come back after `down_ms` (reboot or unplug).
-    Replug { down_ms: u64 },
+    /// The port must disappear and come back after a pause (reboot or unplug).
+    Replug {
+        /// How long the port stays away, ms.
+        down_ms: u64,
+    },
     /// A direct `+CMT`/`+CDS` was not acknowledged (or was nacked): the network takes
     /// it back and redelivers later.
     NotAcked(Inbound),
@@ -36,9 +39,14 @@ pub enum Event {
 /// One SMS-SUBMIT the modem accepted.
 #[derive(Debug, Clone)]
 pub struct Submission {
+    /// Index of the sending modem.
     pub from: usize,
+    /// TP-MR the modem assigned (and answered in `+CMGS: <mr>`).
     pub mr: u8,
+    /// The SMS-SUBMIT TPDU without SMSC address, MR filled in (in text mode, the one
+    /// the modem built).
     pub tpdu: Vec<u8>,
+    /// The same TPDU, decoded.
     pub submit: pdu::Submit,
     /// TP-ST the network should report (from this modem's status_report fault).
     pub status_override: Option<(u8, Option<u64>)>,
@@ -48,18 +56,24 @@ pub struct Submission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InboundKind {
+    /// An SMS-DELIVER (`+CMTI`/`+CMT`).
     Sms,
+    /// An SMS-STATUS-REPORT (`+CDSI`/`+CDS`).
     StatusReport,
 }
 
 /// One TPDU on its way to this modem, with what text mode needs to show it.
 #[derive(Debug, Clone)]
 pub struct Inbound {
+    /// Unique within the bank; a duplicate made by a fault keeps the original's id.
     pub id: u64,
+    /// Message or status report.
     pub kind: InboundKind,
+    /// The TPDU the host will read, without SMSC address.
     pub tpdu: Vec<u8>,
     /// Originator (SMS) or recipient (status report).
     pub addr: String,
+    /// TP-SCTS, seconds since the Unix epoch (text mode shows it).
     pub scts_unix: u64,
     /// This part's text (SMS) for text mode.
     pub text: String,
@@ -139,23 +153,44 @@ struct PendingAck {
 /// Counters the control API reports per modem.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Metrics {
+    /// Bytes from the host, every port.
     pub bytes_in: u64,
+    /// Bytes to the host, every port.
     pub bytes_out: u64,
+    /// `AT` command lines parsed (line noise without `AT` not counted).
     pub command_lines: u64,
+    /// Error final results sent (`ERROR`, `+CME ERROR`, `+CMS ERROR`, …).
     pub errors: u64,
+    /// Sends accepted (`+CMGS: <mr>`); one per part.
     pub sms_submitted: u64,
+    /// `AT+CMGS` payloads read to their Ctrl-Z, counted as soon as the PDU is in (before
+    /// the network answers after the send latency): a test can wait for "the modem
+    /// holds the PDU" instead of sleeping.
+    pub sms_payloads: u64,
+    /// Sends refused by a `cms_error` fault (answered `+CMS ERROR`, or `OK` with
+    /// `ok_on_failure`).
     pub sms_failed: u64,
+    /// Times the modem stopped answering (`hang` or `hang_now`).
     pub hangs: u64,
+    /// Messages and status reports the modem took (stored or routed directly).
     pub inbound_delivered: u64,
+    /// Deliveries it refused (unreachable, storage full); the network retries them.
     pub inbound_refused: u64,
+    /// Status reports delivered to it.
     pub status_reports: u64,
+    /// Direct deliveries not acknowledged in time or nacked with `AT+CNMA=2`.
     pub not_acked: u64,
+    /// Times the ports came back after an unplug or reboot.
     pub replugs: u64,
+    /// Resets asked for with `AT+CFUN=<fun>,1`.
     pub reboots: u64,
     /// `RING`/`+CRING` lines sent.
     pub rings: u64,
+    /// Incoming calls started.
     pub calls: u64,
+    /// Calls the host ended (`ATH`, `AT+CHUP`).
     pub calls_hung_up: u64,
+    /// Calls the caller gave up on, or replaced by a newer call.
     pub calls_missed: u64,
 }
 
@@ -241,11 +276,15 @@ pub enum CallOutcome {
 /// One call, as `GET /modems/{i}/calls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CallRecord {
+    /// Per modem, increasing; what [`Modem::ring`] returned.
     pub id: u64,
+    /// The caller's number, as `+CLIP` shows it.
     pub from: String,
     /// `RING`/`+CRING` sent so far.
     pub rings: u32,
+    /// The host took it with `ATA`.
     pub answered: bool,
+    /// Where the call stands, or how it ended.
     pub outcome: CallOutcome,
     /// The command that ended it (`ATH`, `AT+CHUP`).
     pub ended_by: Option<String>,
@@ -265,13 +304,19 @@ struct Call {
 /// Construction parameters of one modem.
 #[derive(Debug, Clone)]
 pub struct ModemConfig {
+    /// Position in the bank, from 0; mixed into the seed.
     pub index: usize,
+    /// Who the modem is on the network.
     pub identity: Identity,
+    /// The firmware family it behaves as.
     pub profile: Profile,
+    /// The bank's seed; with `index`, fixes every random decision of this modem.
     pub seed: u64,
     /// Default CMGS latency range (ms) when no latency fault is set.
     pub latency: (u64, u64),
+    /// The network's timings the modem applies itself (`+CNMA` wait, reset time).
     pub network: NetworkSettings,
+    /// Faults in force from the start, applied in order.
     pub faults: Vec<Fault>,
 }
 
@@ -280,8 +325,11 @@ pub const DEFAULT_SMSC: &str = "+4915559999999";
 
 /// One simulated modem.
 pub struct Modem {
+    /// Position in the bank, from 0.
     pub index: usize,
+    /// Who the modem is on the network.
     pub identity: Identity,
+    /// The firmware family it behaves as.
     pub profile: Profile,
     network: NetworkSettings,
     default_latency: (u64, u64),
@@ -339,12 +387,15 @@ pub struct Modem {
     hung: bool,
     boot_count: u64,
     events: Vec<Event>,
+    /// Counters for `GET /metrics`.
     pub metrics: Metrics,
 }
 
 const MEMS: [&str; 2] = ["SM", "ME"];
 
 impl Modem {
+    /// A modem just powered on at `now`: SIM and radio per its faults, boot URCs
+    /// scheduled.
     pub fn new(cfg: ModemConfig, now: Instant) -> Modem {
         let mut rng = StdRng::seed_from_u64(
             cfg.seed ^ (cfg.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -531,6 +582,8 @@ impl Modem {
         }
     }
 
+    /// What the modem asked of the network and the bank since the last call; the IO
+    /// task passes them to [`Network::on_event`](crate::network::Network::on_event).
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
@@ -557,6 +610,8 @@ impl Modem {
         t
     }
 
+    /// Does whatever is due at `now`: finishes delayed sends, gives up on unacknowledged
+    /// deliveries, says boot/USSD/call URCs and NMEA sentences.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(b) = self.sim_busy_until
             && b <= now
@@ -787,6 +842,7 @@ impl Modem {
         }
     }
 
+    /// The standing faults, one per kind.
     pub fn faults(&self) -> Vec<Fault> {
         self.faults.values().cloned().collect()
     }
@@ -2428,6 +2484,7 @@ impl Modem {
                 status_override: self.status_override(),
             }))
         };
+        self.metrics.sms_payloads += 1;
         self.s.pending_send = Some(PendingSend {
             at: now + Duration::from_millis(latency),
             result,

@@ -24,12 +24,19 @@ use tokio::sync::{Notify, mpsc};
 /// Requests to a modem's IO task that the state machine cannot carry out itself.
 #[derive(Debug)]
 pub enum IoCmd {
-    Replug { down_ms: u64 },
+    /// Close every port of the device, remove its links, and bring them back after a
+    /// pause (unplug, `AT+CFUN=1,1`).
+    Replug {
+        /// How long the device stays away, ms.
+        down_ms: u64,
+    },
 }
 
 /// Where a modem's ports are right now.
 #[derive(Debug, Clone, Default)]
 pub struct IoState {
+    /// The ports are open and linked; while false, deliveries to the modem wait for
+    /// redelivery and the control API shows it as unplugged.
     pub online: bool,
     /// The primary AT port's `/dev/pts/N`.
     pub pty: Option<PathBuf>,
@@ -40,6 +47,7 @@ pub struct IoState {
 /// One tty of a device and the symlinks that name it.
 #[derive(Debug, Clone)]
 pub struct PortLinks {
+    /// The tty's interface number, role and URC flag.
     pub spec: crate::zoo::PortSpec,
     /// `DIR/modem<i>-if<NN>`, and first `DIR/modem<i>` for the primary AT port.
     pub links: Vec<PathBuf>,
@@ -47,10 +55,13 @@ pub struct PortLinks {
 
 /// One modem as the network, its IO task and the control API share it.
 pub struct ModemCell {
+    /// The state machine; lock with [`lock`], never across an await.
     pub modem: Mutex<Modem>,
     /// Wakes the IO task when someone else changed the modem (delivery, fault).
     pub notify: Notify,
+    /// Where the ports are now, kept by the IO task.
     pub io: Mutex<IoState>,
+    /// Requests to the modem's IO task.
     pub ctl: mpsc::UnboundedSender<IoCmd>,
     /// `DIR/modem<i>`: the primary AT port.
     pub link: PathBuf,
@@ -68,12 +79,19 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A message that left the bank for a number outside it, reassembled.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutsideMessage {
+    /// Unique within the bank, increasing in arrival order.
     pub id: u64,
+    /// Index of the modem that sent it.
     pub modem: usize,
+    /// The sending modem's MSISDN.
     pub from: String,
+    /// TP-DA as the modem sent it.
     pub to: String,
+    /// The user data of all parts joined, headers removed.
     pub text: String,
+    /// How many SMS-SUBMITs it took (1 for a single message).
     pub parts: usize,
+    /// TP-SRR was set on at least one part.
     pub status_report_requested: bool,
     /// RFC 3339 UTC time the last part arrived.
     pub at: String,
@@ -98,21 +116,34 @@ struct NetState {
 /// Counters for `GET /metrics`.
 #[derive(Debug, Default, Serialize, Clone)]
 pub struct NetMetrics {
+    /// SMS-SUBMITs addressed outside the bank.
     pub outside_parts: u64,
+    /// Outside messages complete after reassembly (what [`Network::outside`] lists).
     pub outside_messages: u64,
+    /// SMS-SUBMITs addressed to another modem of the bank.
     pub bank_parts: u64,
+    /// Status reports generated (whether or not delivered yet).
     pub status_reports: u64,
+    /// Deliveries put back for a later try (not acknowledged, modem unreachable,
+    /// storage full).
     pub redeliveries: u64,
+    /// Messages injected from outside (`POST /inbound`), counted once however many
+    /// parts.
     pub inbound_injected: u64,
 }
 
+/// The network of one bank: routes, delays and redelivers messages between its modems
+/// and the outside sink.
 pub struct Network {
+    /// Delays and status-report defaults, fixed at start.
     pub settings: NetworkSettings,
+    /// The bank's modems, by index.
     pub cells: Vec<Arc<ModemCell>>,
     by_msisdn: HashMap<String, usize>,
     state: Mutex<NetState>,
     rng: Mutex<StdRng>,
     next_id: AtomicU64,
+    /// Set at shutdown: deliveries still pending are dropped.
     pub closed: AtomicBool,
     runtime: tokio::runtime::Handle,
     metrics: Mutex<NetMetrics>,
@@ -144,6 +175,8 @@ fn norm(n: &str) -> String {
 }
 
 impl Network {
+    /// A network over `cells`; `seed` drives the duplicate/reorder faults. Must be
+    /// called inside a tokio runtime, which runs the delayed deliveries.
     pub fn new(settings: NetworkSettings, cells: Vec<Arc<ModemCell>>, seed: u64) -> Network {
         let by_msisdn = cells
             .iter()
@@ -163,14 +196,17 @@ impl Network {
         }
     }
 
+    /// A snapshot of the counters.
     pub fn metrics(&self) -> NetMetrics {
         lock(&self.metrics).clone()
     }
 
+    /// Every message that left the bank so far, oldest first.
     pub fn outside(&self) -> Vec<OutsideMessage> {
         lock(&self.state).outside.clone()
     }
 
+    /// Forgets the outside messages (parts still awaiting reassembly are kept).
     pub fn clear_outside(&self) {
         lock(&self.state).outside.clear();
     }

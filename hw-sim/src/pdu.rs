@@ -11,12 +11,16 @@ use std::fmt::Write as _;
 /// Why a PDU could not be understood; the modem turns this into `+CMS ERROR: 304`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PduError {
+    /// The PDU ends before the named field.
     #[error("PDU too short at {0}")]
     Short(&'static str),
+    /// Odd length or a non-hex digit.
     #[error("not hex")]
     NotHex,
+    /// TP-MTI is not the message type expected.
     #[error("unsupported message type {0}")]
     Mti(u8),
+    /// The named field has an impossible value.
     #[error("bad field: {0}")]
     Bad(&'static str),
 }
@@ -128,6 +132,7 @@ pub fn unpack_septets(data: &[u8], fill: usize, count: usize) -> Vec<u8> {
     out
 }
 
+/// Upper-case hex, as modems print PDUs.
 pub fn to_hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
@@ -136,6 +141,7 @@ pub fn to_hex(b: &[u8]) -> String {
     s
 }
 
+/// Parses hex of either case; surrounding whitespace is ignored.
 pub fn from_hex(s: &str) -> Result<Vec<u8>, PduError> {
     let s = s.trim();
     if !s.len().is_multiple_of(2) {
@@ -155,6 +161,7 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, PduError> {
 /// otherwise, or the text of an alphanumeric sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Address {
+    /// `+digits`, plain digits, or the alphanumeric text (see above).
     pub number: String,
     /// Type-of-address octet (0x91 international, 0x81 unknown, 0xA1 national, 0xD0 alphanumeric).
     pub toa: u8,
@@ -283,8 +290,11 @@ fn bcd_decode(b: &[u8], digits: usize) -> String {
 /// Character set of the user data, from the DCS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alphabet {
+    /// GSM 7-bit default alphabet, septets packed.
     Gsm7,
+    /// 8-bit data, passed through as octets.
     Eight,
+    /// UCS-2 (read as UTF-16), big-endian.
     Ucs2,
 }
 
@@ -312,8 +322,11 @@ pub fn dcs_alphabet(dcs: u8) -> Alphabet {
 /// Concatenation info from a UDH (IEI 0x00 8-bit or 0x08 16-bit reference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Concat {
+    /// The reference shared by every part of one message (8 or 16 bits).
     pub reference: u16,
+    /// Number of parts.
     pub total: u8,
+    /// This part's number, from 1.
     pub seq: u8,
 }
 
@@ -321,12 +334,16 @@ pub struct Concat {
 /// split across parts (which a careless sender may do) is rejoined before decoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
+    /// GSM 7-bit septet values, unpacked, escapes not yet resolved.
     Septets(Vec<u8>),
+    /// UTF-16 code units, surrogates not yet paired.
     Ucs2(Vec<u16>),
+    /// 8-bit data.
     Octets(Vec<u8>),
 }
 
 impl Payload {
+    /// This part decoded on its own; 8-bit data that is not UTF-8 comes out as hex.
     pub fn text(&self) -> String {
         match self {
             Payload::Septets(s) => gsm7_decode(s),
@@ -436,24 +453,36 @@ pub fn udh_concat(udh: &[u8]) -> Option<Concat> {
 /// A decoded SMS-SUBMIT, with the raw UD kept so the network can forward it verbatim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submit {
+    /// TP-MTI, TP-RD, TP-VPF, TP-SRR, TP-UDHI and TP-RP as sent.
     pub first_octet: u8,
+    /// TP-MR as sent (the modem overwrites it when it accepts the message).
     pub mr: u8,
+    /// TP-DA, the recipient.
     pub da: Address,
+    /// TP-PID.
     pub pid: u8,
+    /// TP-DCS.
     pub dcs: u8,
+    /// TP-VP octets as sent: none, one (relative) or seven, per TP-VPF.
     pub vp: Vec<u8>,
+    /// TP-UDL: septets for GSM 7-bit, octets otherwise, header included.
     pub udl: u8,
     /// UD exactly as sent (UDH, fill bits and all).
     pub ud: Vec<u8>,
+    /// The UDH without its length octet; empty without TP-UDHI.
     pub udh: Vec<u8>,
+    /// The user data after the header.
     pub payload: Payload,
+    /// The concatenation IE, if the UDH has one.
     pub concat: Option<Concat>,
 }
 
 impl Submit {
+    /// TP-SRR: the sender wants a status report.
     pub fn srr(&self) -> bool {
         self.first_octet & 0x20 != 0
     }
+    /// TP-UDHI: the user data starts with a header.
     pub fn udhi(&self) -> bool {
         self.first_octet & 0x40 != 0
     }
@@ -582,13 +611,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// Everything an SMS-DELIVER needs; UD is passed through as encoded.
 #[derive(Debug, Clone)]
 pub struct DeliverSpec {
+    /// TP-OA, the sender.
     pub oa: Address,
+    /// TP-PID.
     pub pid: u8,
+    /// TP-DCS.
     pub dcs: u8,
+    /// TP-SCTS, semi-octets as [`scts`] makes them.
     pub scts: [u8; 7],
+    /// TP-UDHI: `ud` starts with a header.
     pub udhi: bool,
+    /// TP-SRI: the sender asked for a status report.
     pub sri: bool,
+    /// TP-UDL, in the unit the DCS implies.
     pub udl: u8,
+    /// TP-UD, already encoded (header, fill bits and all).
     pub ud: Vec<u8>,
 }
 
@@ -714,12 +751,19 @@ fn escape_completed(chunk: &[u8]) -> bool {
 /// its tests use it to check what arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deliver {
+    /// TP-OA, the sender.
     pub oa: Address,
+    /// TP-PID.
     pub pid: u8,
+    /// TP-DCS.
     pub dcs: u8,
+    /// TP-SCTS, semi-octets as sent.
     pub scts: [u8; 7],
+    /// The UDH without its length octet; empty without TP-UDHI.
     pub udh: Vec<u8>,
+    /// The user data after the header.
     pub payload: Payload,
+    /// The concatenation IE, if the UDH has one.
     pub concat: Option<Concat>,
 }
 

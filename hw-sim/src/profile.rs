@@ -12,13 +12,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ProfileName {
+    /// A plain 3GPP modem with no vendor quirks (the default).
     #[default]
     Generic,
+    /// Huawei E3372-like: `^` URCs, packed-hex USSD, storage indexed from 0.
     Huawei,
+    /// SIMCom SIM800L-like: `>` prompt on its own line, bare `+CCID`, GSM only.
     Simcom,
+    /// Quectel EC25-like: LTE, storage indexed from 0, refuses CNMI `<ds>` 1.
     Quectel,
     /// Siemens-MC55-like: answers `OK` to a `+CMGS` that failed.
     Okfail,
+    /// Bank setting: cycles through the five above by modem index.
     Mixed,
     /// Huawei E1752 3G stick (three ttys: modem, voice, PCUI).
     #[serde(rename = "huawei-e1752")]
@@ -148,6 +153,7 @@ impl ProfileName {
         }
     }
 
+    /// The name as written on the command line, in scenario files and in the control API.
     pub fn as_str(self) -> &'static str {
         match self {
             ProfileName::Generic => "generic",
@@ -178,9 +184,13 @@ impl ProfileName {
 /// The behaviour a profile fixes.
 #[derive(Debug, Clone)]
 pub struct Profile {
+    /// The family this is; `Generic` for the `Mixed`/`Zoo` placeholders.
     pub name: ProfileName,
+    /// Answer to `+CGMI` and the `Manufacturer:` line of `ATI`.
     pub manufacturer: &'static str,
+    /// Answer to `+CGMM` and the `Model:` line of `ATI`.
     pub model: &'static str,
+    /// Answer to `+CGMR` and the `Revision:` line of `ATI`.
     pub revision: &'static str,
     /// Bytes sent after `+CMGS=`/`+CMGW=` to ask for the PDU.
     pub prompt: &'static [u8],
@@ -205,6 +215,8 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The profile of a family; `Mixed` and `Zoo` give the generic one (resolve them
+    /// per modem with [`ProfileName::for_index`] first).
     pub fn get(name: ProfileName) -> Profile {
         let generic = Profile {
             name: ProfileName::Generic,
@@ -298,9 +310,13 @@ impl Profile {
 /// Who a modem is on the network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
+    /// The SIM's phone number, E.164 with `+` (`+4915550` and the index in 6 digits).
     pub msisdn: String,
+    /// 15 digits on the ITU test network (MCC 001, MNC 01); `+CIMI`.
     pub imsi: String,
+    /// 19 digits with a Luhn check digit; `+CCID` and the vendor variants.
     pub iccid: String,
+    /// 15 digits with a Luhn check digit; `+CGSN`.
     pub imei: String,
 }
 

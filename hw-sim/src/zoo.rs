@@ -29,10 +29,12 @@ pub enum PortRole {
 }
 
 impl PortRole {
+    /// Whether this tty answers AT commands (primary or secondary).
     pub fn is_at(self) -> bool {
         matches!(self, PortRole::AtPrimary | PortRole::AtSecondary)
     }
 
+    /// The snake_case name used in the control API's port list.
     pub fn as_str(self) -> &'static str {
         match self {
             PortRole::AtPrimary => "at_primary",
@@ -48,8 +50,12 @@ impl PortRole {
 /// One tty of a device: its USB interface number, role, and whether URCs come out here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PortSpec {
+    /// USB interface number (`bInterfaceNumber`); names the `modem<i>-if<NN>` link.
     pub iface: u8,
+    /// What the tty is for.
     pub role: PortRole,
+    /// Unsolicited result codes (`+CMTI`, `RING`, …) come out on this tty; exactly
+    /// one port per layout has it.
     pub urcs: bool,
 }
 
@@ -84,18 +90,21 @@ pub struct VendorIccid {
     pub swapped: bool,
 }
 
+/// Huawei `AT^ICCID?`: `^ICCID: ` and the nibble-swapped digits.
 pub const HUAWEI_ICCID: VendorIccid = VendorIccid {
     cmd: "^ICCID",
     read_form: true,
     prefix: "^ICCID: ",
     swapped: true,
 };
+/// Quectel `AT+QCCID`: `+QCCID: ` and the digits as printed on the card.
 pub const QUECTEL_ICCID: VendorIccid = VendorIccid {
     cmd: "+QCCID",
     read_form: false,
     prefix: "+QCCID: ",
     swapped: false,
 };
+/// Sierra Wireless `AT!ICCID?`: `!ICCID: ` and the digits as printed on the card.
 pub const SIERRA_ICCID: VendorIccid = VendorIccid {
     cmd: "!ICCID",
     read_form: true,
@@ -106,7 +115,9 @@ pub const SIERRA_ICCID: VendorIccid = VendorIccid {
 /// How a canned answer ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
+    /// `OK`.
     Ok,
+    /// `ERROR`.
     Error,
     /// The profile's unknown-command word.
     Unsupported,
@@ -118,8 +129,12 @@ pub enum End {
 /// matches any arguments (`+CNMI=*`).
 #[derive(Debug, Clone, Copy)]
 pub struct Canned {
+    /// An extended command with its form, name upper-case (`+CPMS=?`, `+ZPAS?`); a
+    /// trailing `*` matches any arguments.
     pub cmd: &'static str,
+    /// Information lines, in order, without line endings.
     pub lines: &'static [&'static str],
+    /// The final result after them.
     pub end: End,
     /// Line ending of the information lines (`\r\r\n` on the Huawei E1752's `+CLAC`).
     pub eol: &'static str,
@@ -137,6 +152,7 @@ const fn canned(cmd: &'static str, lines: &'static [&'static str], end: End) -> 
 /// What a model says around an incoming call besides `RING`/`+CLIP`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallUrcs {
+    /// Nothing more.
     Plain,
     /// `^CEND:1,<secs>,29,16` when the call ends.
     Huawei,
@@ -148,6 +164,7 @@ pub enum CallUrcs {
 /// Which vendor command starts the GPS (and so the NMEA port's sentences).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gps {
+    /// No GPS commands (also for devices whose GPS is not modelled).
     None,
     /// `AT+QGPS=1` / `AT+QGPSEND`.
     Quectel,
@@ -175,7 +192,9 @@ pub struct Quirks {
     pub cpms_pairs_as_given: bool,
     /// `+CNMI` after boot and `ATZ`.
     pub cnmi_default: [u8; 5],
+    /// How `AT+CCID` answers.
     pub ccid: CcidStyle,
+    /// The vendor's own ICCID command, if it has one.
     pub vendor_iccid: Option<VendorIccid>,
     /// `AT+CRSM=176,12258,0,0,10` reads EF_ICCID (nibble-swapped).
     pub crsm: bool,
@@ -185,6 +204,7 @@ pub struct Quirks {
     pub boot_urcs: &'static [(u64, &'static str)],
     /// What follows `+CLIP: "<number>",<type>` (`,,,,0` on Huawei/Qualcomm/ZTE).
     pub clip_tail: &'static str,
+    /// Vendor URCs around an incoming call.
     pub call_urcs: CallUrcs,
     /// `AT+CUSD=1,…` is refused until `AT^USSDMODE=0` (Huawei E1752).
     pub ussdmode_gate: bool,
@@ -193,6 +213,7 @@ pub struct Quirks {
     pub nominal_baud: u32,
     /// The device's ttys.
     pub ports: &'static [PortSpec],
+    /// Which vendor command starts the GPS.
     pub gps: Gps,
     /// `AT+QURCCFG="urcport",…` moves URCs between ports.
     pub quectel_urcport: bool,

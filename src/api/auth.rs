@@ -9,29 +9,39 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// What a token may do. `Admin` may do everything.
+/// What a token may do. `Admin` may do everything; `Metrics` reads `/metrics` and
+/// nothing else (no message text, no numbers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
+    /// Send messages and security codes, estimate, verify codes.
     Send,
+    /// Read messages, the inbox, templates, modems and SIMs.
     Read,
+    /// Everything, including modem actions, USSD and the opt-out list.
     Admin,
+    /// `/metrics` only.
+    Metrics,
 }
 
 impl Scope {
+    /// The scope named `send`, `read`, `admin` or `metrics`; `None` for anything else.
     pub fn parse(s: &str) -> Option<Scope> {
         Some(match s {
             "send" => Scope::Send,
             "read" => Scope::Read,
             "admin" => Scope::Admin,
+            "metrics" => Scope::Metrics,
             _ => return None,
         })
     }
 
+    /// Its name, as the config and the 403 message spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Send => "send",
             Scope::Read => "read",
             Scope::Admin => "admin",
+            Scope::Metrics => "metrics",
         }
     }
 }
@@ -39,9 +49,13 @@ impl Scope {
 /// A token the API accepts.
 #[derive(Debug, Clone)]
 pub struct ApiToken {
+    /// The token's name (`[[http.tokens]] name`): the key of its rate limit, and what logs show instead of the secret.
     pub name: String,
+    /// SHA-256 of the secret; the secret itself is never kept.
     pub sha256: [u8; 32],
+    /// What it may do.
     pub scopes: Vec<Scope>,
+    /// Its own budget; `None` takes `http.rate_limit`.
     pub rate_limit: Option<RateLimitConfig>,
 }
 
@@ -72,11 +86,18 @@ impl ApiToken {
         })
     }
 
+    /// Whether it may use a route that needs `scope` (admin may use any).
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
     }
+
+    /// Whether the token can do nothing but read `/metrics`.
+    pub fn metrics_only(&self) -> bool {
+        self.scopes.iter().all(|s| *s == Scope::Metrics)
+    }
 }
 
+/// SHA-256 of `b`: how tokens are known and compared.
 pub fn sha256(b: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(&Sha256::digest(b));
@@ -93,7 +114,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The token whose hash matches; every hash is compared (no early exit).
-pub fn authenticate<'a>(tokens: &'a [ApiToken], presented: &str) -> Option<&'a ApiToken> {
+pub(crate) fn authenticate<'a>(tokens: &'a [ApiToken], presented: &str) -> Option<&'a ApiToken> {
     let h = sha256(presented.as_bytes());
     let mut found = None;
     for t in tokens {
@@ -134,7 +155,7 @@ impl RateLimiter {
 }
 
 /// 429 for a token over its limit.
-pub fn rate_limited(retry_after: u64) -> ApiError {
+pub(crate) fn rate_limited(retry_after: u64) -> ApiError {
     ApiError::too_many(
         "rate_limited",
         format!("too many requests for this token; retry in {retry_after} s"),

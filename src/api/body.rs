@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// A JSON body: the bytes as sent and the parsed value.
-pub struct JsonBody {
+pub(crate) struct JsonBody {
     pub bytes: Bytes,
     pub value: Value,
 }
@@ -52,14 +52,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-impl JsonBody {
-    /// The body as an object whose keys are all in `known`.
-    pub fn object(&self, known: &[&str]) -> Result<&Map<String, Value>, ApiError> {
-        object(&self.value, known)
-    }
-}
-
-pub fn object<'a>(v: &'a Value, known: &[&str]) -> Result<&'a Map<String, Value>, ApiError> {
+pub(crate) fn object<'a>(v: &'a Value, known: &[&str]) -> Result<&'a Map<String, Value>, ApiError> {
     let obj = v
         .as_object()
         .ok_or_else(|| ApiError::bad("invalid_json", "the body must be a JSON object"))?;
@@ -73,10 +66,10 @@ pub fn object<'a>(v: &'a Value, known: &[&str]) -> Result<&'a Map<String, Value>
 }
 
 /// Reads typed fields out of a JSON object, blaming the field on a wrong type.
-pub struct Fields<'a>(pub &'a Map<String, Value>);
+pub(crate) struct Fields<'a>(pub &'a Map<String, Value>);
 
 impl<'a> Fields<'a> {
-    pub fn str(&self, name: &'static str) -> Result<Option<&'a str>, ApiError> {
+    pub(crate) fn str(&self, name: &'static str) -> Result<Option<&'a str>, ApiError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -88,12 +81,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn required_str(&self, name: &'static str) -> Result<&'a str, ApiError> {
+    pub(crate) fn required_str(&self, name: &'static str) -> Result<&'a str, ApiError> {
         self.str(name)?
             .ok_or_else(|| ApiError::field(name, "missing", format!("{name} is required")))
     }
 
-    pub fn bool(&self, name: &'static str) -> Result<Option<bool>, ApiError> {
+    pub(crate) fn bool(&self, name: &'static str) -> Result<Option<bool>, ApiError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -105,7 +98,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn u64(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
+    pub(crate) fn u64(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
@@ -124,7 +117,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A duration as seconds (number) or text (`"10m"`, `"2h"`).
-    pub fn duration(&self, name: &'static str) -> Result<Option<Duration>, ApiError> {
+    pub(crate) fn duration(&self, name: &'static str) -> Result<Option<Duration>, ApiError> {
         let bad = || {
             ApiError::field(
                 name,
@@ -145,7 +138,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A point in time as RFC 3339 (UTC, `Z`) or unix milliseconds.
-    pub fn time(&self, name: &'static str) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn time(&self, name: &'static str) -> Result<Option<i64>, ApiError> {
         let bad = || {
             ApiError::field(
                 name,
@@ -165,7 +158,7 @@ impl<'a> Fields<'a> {
 }
 
 /// RFC 3339 (UTC) or unix milliseconds, as text (query strings).
-pub fn time_str(s: &str) -> Option<i64> {
+pub(crate) fn time_str(s: &str) -> Option<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Some(ms);
     }
@@ -173,6 +166,6 @@ pub fn time_str(s: &str) -> Option<i64> {
 }
 
 /// Saturating milliseconds of a duration.
-pub fn ms(d: Duration) -> i64 {
+pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }

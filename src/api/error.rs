@@ -4,19 +4,24 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+/// A refused or failed request: its status and the body's `code`, `message` and `field`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// Machine-readable, stable (`invalid_number`, `rate_limited`, …).
     pub code: &'static str,
+    /// For people.
     pub message: String,
+    /// The input to blame (`to`, `messages[3].to`); `None` when it is not one field's fault.
     pub field: Option<String>,
     /// Seconds for a `Retry-After` header (429).
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// An error with no field to blame.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -38,6 +43,7 @@ impl ApiError {
         }
     }
 
+    /// 401: no token, or one the API does not know.
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -51,6 +57,7 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 403: the token lacks `scope`.
     pub fn forbidden(scope: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
@@ -66,10 +73,12 @@ impl ApiError {
         e
     }
 
+    /// 409, e.g. a template name that exists.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 404 for `what` (`"message"`, `"template"`, …).
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -78,10 +87,12 @@ impl ApiError {
         )
     }
 
+    /// 500: the store or another part of the daemon failed.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// 503: the daemon cannot serve this now (e.g. the store is shutting down).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
@@ -89,9 +100,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {"code": self.code, "message": self.message, "field": self.field}
-        });
+        let body = super::types::ErrorBody {
+            error: super::types::ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()

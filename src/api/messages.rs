@@ -6,8 +6,11 @@
 //! before the one write, so nothing is stored for a rejected request; the write also
 //! records the idempotency key's response, so a retry sees exactly the first answer.
 
-use super::body::{Fields, JsonBody, ms, object};
-use super::time::{bounded_duration, bounded_time};
+use super::body::JsonBody;
+use super::types::{
+    BatchRequest, BatchResponse, CancelResponse, Limits, MessageErrorView, MessageList,
+    MessageRequest, MessageView, PartStateView, ValidMessage,
+};
 use super::{ApiError, AppState, Caller, number, templates};
 use crate::dispatch::{Queued, priority};
 use crate::pdu::{self, PlanOptions};
@@ -17,32 +20,14 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// Most messages in one batch.
-pub const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 
-pub(super) const KNOWN: &[&str] = &[
-    "to",
-    "text",
-    "template",
-    "vars",
-    "priority",
-    "send_at",
-    "ttl",
-    "expires_at",
-    "status_report",
-    "flash",
-    "validity",
-    "sim",
-    "tags",
-    "callback_url",
-    "appointment_at",
-    "remind_before",
-    "reminder_template",
-];
+#[cfg(test)]
+pub(super) const KNOWN: &[&str] = super::types::MESSAGE_FIELDS;
 
 /// One message ready to insert.
 pub(super) struct Planned {
@@ -97,37 +82,6 @@ async fn lookups(
         .await?)
 }
 
-fn priority_of(obj: &Map<String, Value>) -> Result<i32, ApiError> {
-    let bad = |m: &str| ApiError::field("priority", "invalid_priority", m);
-    match obj.get("priority") {
-        None | Some(Value::Null) => Ok(priority::NORMAL),
-        Some(Value::String(s)) => {
-            priority::parse(s).ok_or_else(|| bad("priority is otp, high, normal, bulk or 0–1000"))
-        }
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .filter(|n| (0..=1000).contains(n))
-            .map(|n| n as i32)
-            .ok_or_else(|| bad("a numeric priority is 0–1000")),
-        Some(_) => Err(bad(
-            "priority is otp, high, normal, bulk or a number 0–1000",
-        )),
-    }
-}
-
-fn tags_of(obj: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
-    let bad = || ApiError::field("tags", "invalid_type", "tags is a list of strings");
-    match obj.get("tags") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|t| t.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(bad),
-        Some(_) => Err(bad()),
-    }
-}
-
 /// Plans a text and refuses one over the part limit.
 pub(super) fn plan_text(text: &str, max_parts: u32, field: &str) -> Result<pdu::Plan, ApiError> {
     let plan = pdu::plan(text, &PlanOptions::default());
@@ -154,179 +108,38 @@ pub(super) async fn prepare(
     now: i64,
     prefix: &str,
 ) -> Result<Prepared, ApiError> {
-    let at = |e: ApiError| prefixed(e, prefix);
-    let obj = object(value, KNOWN).map_err(at)?;
-    let f = Fields(obj);
-    let settings = &state.settings;
-    let raw_to = f.required_str("to").map_err(at)?;
-    let to = number::normalise(raw_to, settings).map_err(at)?;
-    let text = f.str("text").map_err(at)?;
-    let template = f.str("template").map_err(at)?;
-    let vars = templates::vars_of(obj).map_err(at)?;
-    match (text, template) {
-        (Some(_), Some(_)) => {
-            return Err(at(ApiError::field(
-                "template",
-                "conflict",
-                "give text or template, not both",
-            )));
-        }
-        (None, None) => {
-            return Err(at(ApiError::field(
-                "text",
-                "missing",
-                "text (or template and vars) is required",
-            )));
-        }
-        (Some(t), None) if t.trim().is_empty() => {
-            return Err(at(ApiError::field("text", "empty", "text is empty")));
-        }
-        (Some(_), None) if !vars.is_empty() => {
-            return Err(at(ApiError::field(
-                "vars",
-                "unexpected",
-                "vars go with a template, not with text",
-            )));
-        }
-        _ => {}
-    }
-    let prio = priority_of(obj).map_err(at)?;
-    let bound_time = |name: &'static str| -> Result<Option<i64>, ApiError> {
-        f.time(name)?
-            .map(|t| bounded_time(name, t, now, settings.max_ahead_ms))
-            .transpose()
-    };
-    let bound_duration = |name: &'static str| -> Result<Option<Duration>, ApiError> {
-        f.duration(name)?
-            .map(|d| bounded_duration(name, d, settings.max_ahead_ms))
-            .transpose()
-    };
-    let send_at = bound_time("send_at").map_err(at)?;
-    if let Some(t) = send_at
-        && t < now - settings.send_at_tolerance_ms
-    {
-        return Err(at(ApiError::field(
-            "send_at",
-            "in_the_past",
-            "send_at is in the past",
-        )));
-    }
-    // Which of the two is given decides before their bounds do.
-    if f.0.get("ttl").is_some_and(|v| !v.is_null())
-        && f.0.get("expires_at").is_some_and(|v| !v.is_null())
-    {
-        return Err(at(ApiError::field(
-            "ttl",
-            "conflict",
-            "give ttl or expires_at, not both",
-        )));
-    }
-    let ttl = bound_duration("ttl").map_err(at)?;
-    let expires_at = match (bound_time("expires_at").map_err(at)?, ttl) {
-        (Some(_), Some(_)) => {
-            return Err(at(ApiError::field(
-                "ttl",
-                "conflict",
-                "give ttl or expires_at, not both",
-            )));
-        }
-        (Some(e), None) => Some(e),
-        (None, Some(d)) => Some(send_at.unwrap_or(now).saturating_add(ms(d))),
-        (None, None) => None,
-    };
-    if let Some(e) = expires_at
-        && e <= send_at.unwrap_or(now)
-    {
-        return Err(at(ApiError::field(
-            "expires_at",
-            "in_the_past",
-            "the message would expire before it is sent",
-        )));
-    }
-    let validity = bound_duration("validity").map_err(at)?;
-    if validity.is_some_and(|v| v < Duration::from_secs(300)) {
-        return Err(at(ApiError::field(
-            "validity",
-            "too_short",
-            "validity is at least 5 minutes",
-        )));
-    }
-    let tags = tags_of(obj).map_err(at)?;
-    // Not an http(s) URL: `invalid_url`; a destination the gateway will not call
-    // (loopback, private, link-local, userinfo, off the operator's allow-list):
-    // `invalid_callback_url`. Stored normalised, as the delivery worker will see it.
-    let callback_url = match f.str("callback_url").map_err(at)? {
-        None => None,
-        Some(u) => {
-            use crate::webhook::CallbackUrlError as E;
-            match crate::webhook::check_callback_url(u, &settings.callback_policy) {
-                Ok(url) => Some(url.to_string()),
-                Err(e) => {
-                    let code = match e {
-                        E::TooLong | E::Invalid(_) | E::Scheme(_) | E::NoHost => "invalid_url",
-                        E::Userinfo | E::RefusedHost(_) | E::NotAllowed(_) => {
-                            "invalid_callback_url"
-                        }
-                    };
-                    return Err(at(ApiError::field("callback_url", code, e.to_string())));
-                }
-            }
-        }
-    };
-    let status_report = f.bool("status_report").map_err(at)?.unwrap_or(true);
-    let flash = f.bool("flash").map_err(at)?.unwrap_or(false);
-    let sim = f.str("sim").map_err(at)?.map(str::to_owned);
-    // The reminder: appointment_at - remind_before, expiring at the appointment.
-    let appointment_at = bound_time("appointment_at").map_err(at)?;
-    let remind_before = bound_duration("remind_before").map_err(at)?;
-    let reminder_template = f.str("reminder_template").map_err(at)?;
-    let reminder = match (appointment_at, remind_before) {
-        (None, None) if reminder_template.is_none() => None,
-        (Some(_), None) | (None, None) => {
-            return Err(at(ApiError::field(
-                "remind_before",
-                "missing",
-                "remind_before (e.g. \"24h\") goes with appointment_at",
-            )));
-        }
-        (None, Some(_)) => {
-            return Err(at(ApiError::field(
-                "appointment_at",
-                "missing",
-                "appointment_at is required with remind_before",
-            )));
-        }
-        (Some(appt), Some(before)) => {
-            if appt <= now {
-                return Err(at(ApiError::field(
-                    "appointment_at",
-                    "in_the_past",
-                    "the appointment is in the past",
-                )));
-            }
-            let remind_at = appt - ms(before);
-            if remind_at <= now {
-                return Err(at(ApiError::field(
-                    "remind_before",
-                    "in_the_past",
-                    "the reminder would be due already",
-                )));
-            }
-            if template.is_none() && reminder_template.is_none() {
-                return Err(at(ApiError::field(
-                    "reminder_template",
-                    "missing",
-                    "a reminder needs a template (template or reminder_template)",
-                )));
-            }
-            Some((
-                appt,
-                remind_at,
-                reminder_template.unwrap_or("appointment_reminder"),
-            ))
-        }
-    };
+    let req = MessageRequest::from_json(value).map_err(|e| prefixed(e, prefix))?;
+    prepare_typed(state, &req, now, prefix).await
+}
 
+/// [`prepare`] for a request already read.
+async fn prepare_typed(
+    state: &AppState,
+    req: &MessageRequest,
+    now: i64,
+    prefix: &str,
+) -> Result<Prepared, ApiError> {
+    let at = |e: ApiError| prefixed(e, prefix);
+    let settings = &state.settings;
+    let v = req.validate(&Limits { settings, now }).map_err(at)?;
+    let ValidMessage {
+        to,
+        text,
+        template,
+        vars,
+        priority: prio,
+        send_at,
+        expires_at,
+        validity,
+        tags,
+        callback_url,
+        status_report,
+        flash,
+        sim,
+        reminder,
+    } = v;
+    let (text, template) = (text.as_deref(), template.as_deref());
+    let reminder = reminder.as_ref().map(|(a, r, t)| (*a, *r, t.as_str()));
     let mut wanted: Vec<String> = template.iter().map(|s| s.to_string()).collect();
     if let Some((_, _, rt)) = reminder {
         wanted.push(rt.to_owned());
@@ -529,7 +342,7 @@ async fn stored_response(
             .await?;
         body = respond(&all);
     }
-    let mut resp = (status, Json(body)).into_response();
+    let mut resp = created(status, body);
     resp.headers_mut().insert(
         "idempotent-replayed",
         axum::http::HeaderValue::from_static("true"),
@@ -637,24 +450,24 @@ pub(super) async fn commit(
                 state.dispatcher.enqueued(Queued::from_record(rec));
             }
             // Rendered here, off the store's writer thread.
-            Ok((status, Json(respond(&all))).into_response())
+            Ok(created(status, respond(&all)))
         }
     }
 }
 
 /// One request's response: the first message, with its group and reminder.
-fn single_json(recs: &[Stored]) -> Value {
+fn single_view(recs: &[Stored]) -> Option<MessageView> {
     let mut it = recs.iter();
-    let Some((first, group, template)) = it.next() else {
-        return Value::Null;
-    };
-    let mut v = message_json(first, *group, template.as_deref());
-    if let Some((r, g, t)) = it.next()
-        && let Some(o) = v.as_object_mut()
-    {
-        o.insert("reminder".into(), message_json(r, *g, t.as_deref()));
+    let (first, group, template) = it.next()?;
+    let mut v = message_view(first, *group, template.as_deref());
+    if let Some((r, g, t)) = it.next() {
+        v.reminder = Some(Box::new(message_view(r, *g, t.as_deref())));
     }
-    v
+    Some(v)
+}
+
+fn single_json(recs: &[Stored]) -> Value {
+    single_view(recs).map_or(Value::Null, |v| to_json(&v))
 }
 
 pub(super) async fn create(
@@ -689,39 +502,15 @@ pub(super) async fn batch(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers, &caller, "messages/batch")?;
     let hash = body_hash(&body.bytes);
-    let respond: Respond =
-        |all| json!({"messages": all.iter().map(|r| single_json(r)).collect::<Vec<_>>()});
+    let respond: Respond = |all| {
+        to_json(&BatchResponse {
+            messages: all.iter().filter_map(|r| single_view(r)).collect(),
+        })
+    };
     if let Some(r) = replay(&state, &key, &hash, Some(respond)).await? {
         return Ok(r);
     }
-    let obj = body.object(&["messages"])?;
-    let items = match obj.get("messages") {
-        Some(Value::Array(a)) => a,
-        None | Some(Value::Null) => {
-            return Err(ApiError::field(
-                "messages",
-                "missing",
-                "messages (a list) is required",
-            ));
-        }
-        Some(_) => {
-            return Err(ApiError::field(
-                "messages",
-                "invalid_type",
-                "messages is a list of message objects",
-            ));
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::field("messages", "empty", "messages is empty"));
-    }
-    if items.len() > MAX_BATCH {
-        return Err(ApiError::field(
-            "messages",
-            "too_many",
-            format!("at most {MAX_BATCH} messages per batch"),
-        ));
-    }
+    let items = BatchRequest::items(&body.value)?;
     let now = now_ms();
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -753,7 +542,7 @@ pub(super) async fn get_one(
         .await?;
     let m = m.ok_or_else(|| ApiError::not_found("message"))?;
     let (group, template) = meta.unwrap_or_default();
-    Ok(Json(message_json(&m, group, template.as_deref())).into_response())
+    Ok(Json(message_view(&m, group, template.as_deref())).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -842,11 +631,15 @@ pub(super) async fn list(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.0.id.to_string()))
         .flatten();
-    let items: Vec<Value> = rows
+    let items = rows
         .iter()
-        .map(|(m, (g, t))| message_json(m, *g, t.as_deref()))
+        .map(|(m, (g, t))| message_view(m, *g, t.as_deref()))
         .collect();
-    Ok(Json(json!({"items": items, "next_cursor": next})).into_response())
+    Ok(Json(MessageList {
+        items,
+        next_cursor: next,
+    })
+    .into_response())
 }
 
 /// Cancels a message and the rest of its group (an appointment's confirmation and
@@ -899,51 +692,90 @@ pub(super) async fn cancel(
     } else {
         "not_cancellable"
     };
-    Ok(
-        Json(json!({"id": id, "status": status, "group_id": group, "cancelled": cancelled}))
-            .into_response(),
-    )
+    Ok(Json(CancelResponse {
+        id,
+        status: status.into(),
+        group_id: group,
+        cancelled,
+    })
+    .into_response())
 }
 
 pub(super) use super::time::rfc3339;
 
 /// The message as the API shows it; the body of a masked message (a one-time code) is
 /// never shown.
-pub(super) fn message_json(m: &MessageRecord, group: Option<i64>, template: Option<&str>) -> Value {
-    json!({
-        "id": m.id,
-        "status": m.status.as_str(),
-        "to": m.to,
-        "text": if m.masked { Value::Null } else { Value::String(m.body.clone()) },
-        "masked": m.masked,
-        "template": template,
-        "group_id": group,
-        "encoding": m.encoding,
-        "parts": m.parts_total,
-        "priority": priority::name(m.priority),
-        "created_at": rfc3339(m.created_at),
-        "updated_at": rfc3339(m.updated_at),
-        "send_at": m.send_at.map(rfc3339),
-        "expires_at": m.expires_at.map(rfc3339),
-        "status_report": m.status_report,
-        "flash": m.flash,
-        "validity": m.validity_secs,
-        "pinned_sim": m.pinned_sim,
-        "sim": m.sim,
-        "modem": m.modem,
-        "attempts": m.attempts,
-        "error": m.error_code.as_ref().map(|c| json!({"code": c, "message": m.error})),
-        "possible_duplicate": m.possible_duplicate,
-        "tags": m.tags,
-        "callback_url": m.callback_url,
-        "part_states": m.parts.iter().map(|p| json!({
-            "seq": p.seq,
-            "status": p.status,
-            "mr": p.mr,
-            "sim": p.sim,
-            "sent_at": p.sent_at.map(rfc3339),
-            "report_at": p.report_at.map(rfc3339),
-            "report_status": p.report_status,
-        })).collect::<Vec<_>>(),
-    })
+pub(super) fn message_view(
+    m: &MessageRecord,
+    group: Option<i64>,
+    template: Option<&str>,
+) -> MessageView {
+    MessageView {
+        id: m.id,
+        status: m.status.as_str().to_owned(),
+        to: m.to.clone(),
+        text: (!m.masked).then(|| m.body.clone()),
+        masked: m.masked,
+        template: template.map(str::to_owned),
+        group_id: group,
+        encoding: m.encoding.clone(),
+        parts: m.parts_total,
+        priority: priority::name(m.priority),
+        created_at: rfc3339(m.created_at),
+        updated_at: rfc3339(m.updated_at),
+        send_at: m.send_at.map(rfc3339),
+        expires_at: m.expires_at.map(rfc3339),
+        status_report: m.status_report,
+        flash: m.flash,
+        validity: m.validity_secs,
+        pinned_sim: m.pinned_sim.clone(),
+        sim: m.sim.clone(),
+        modem: m.modem.clone(),
+        attempts: m.attempts,
+        error: m.error_code.as_ref().map(|c| MessageErrorView {
+            code: c.clone(),
+            message: m.error.clone(),
+        }),
+        possible_duplicate: m.possible_duplicate,
+        tags: m.tags.clone(),
+        callback_url: m.callback_url.clone(),
+        part_states: m
+            .parts
+            .iter()
+            .map(|p| PartStateView {
+                seq: p.seq,
+                status: p.status.clone(),
+                mr: p.mr,
+                sim: p.sim.clone(),
+                sent_at: p.sent_at.map(rfc3339),
+                report_at: p.report_at.map(rfc3339),
+                report_status: p.report_status,
+            })
+            .collect(),
+        reminder: None,
+    }
+}
+
+/// A 201/202 answer with a `Location` header naming what was created: the message
+/// (`id`), the first of a batch (`messages[0].id`), or a security code's message
+/// (`message_id`). Other statuses are answered as they are.
+pub(super) fn created(status: StatusCode, body: Value) -> Response {
+    let id = body["message_id"]
+        .as_i64()
+        .or_else(|| body["id"].as_i64())
+        .or_else(|| body["messages"][0]["id"].as_i64());
+    let location = matches!(status, StatusCode::CREATED | StatusCode::ACCEPTED)
+        .then_some(id)
+        .flatten()
+        .and_then(|id| axum::http::HeaderValue::try_from(format!("/v1/messages/{id}")).ok());
+    let mut resp = (status, Json(body)).into_response();
+    if let Some(l) = location {
+        resp.headers_mut().insert(axum::http::header::LOCATION, l);
+    }
+    resp
+}
+
+/// A response type as JSON (infallible for these types).
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
 }

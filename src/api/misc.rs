@@ -1,8 +1,12 @@
 //! The read-only and admin routes beside messages: the inbox, SIMs, the estimate (parts
 //! and encoding of a text, nothing sent) and the opt-out (suppression) list.
 
-use super::body::{Fields, JsonBody};
+use super::body::JsonBody;
 use super::messages::{page, rfc3339};
+use super::types::{
+    EstimateRequest, EstimateResponse, InboxItem, InboxList, SimList, SimView, SuppressRequest,
+    SuppressResult, SuppressionList, SuppressionView, vars_text,
+};
 use super::{ApiError, AppState, number, templates};
 use crate::pdu::{self, PlanOptions};
 use crate::store::{self, now_ms};
@@ -10,7 +14,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct PageQuery {
@@ -30,74 +34,79 @@ pub(super) async fn inbox(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
-    let items: Vec<Value> = rows
+    let items = rows
         .iter()
-        .map(|m| {
-            json!({
-                "id": m.id,
-                "from": m.sender,
-                "text": m.text,
-                "received_at": rfc3339(m.received_at),
-                "sent_at": m.sent_at,
-                "sim": m.sim,
-                "modem": m.modem,
-                "parts": m.parts_total,
-                "parts_received": m.parts_received,
-                "complete": m.complete,
-            })
+        .map(|m| InboxItem {
+            id: m.id,
+            from: m.sender.clone(),
+            text: m.text.clone(),
+            received_at: rfc3339(m.received_at),
+            sent_at: m.sent_at.clone(),
+            sim: m.sim.clone(),
+            modem: m.modem.clone(),
+            parts: m.parts_total,
+            parts_received: m.parts_received,
+            complete: m.complete,
         })
         .collect();
-    Ok(Json(json!({"items": items, "next_cursor": next})).into_response())
+    Ok(Json(InboxList {
+        items,
+        next_cursor: next,
+    })
+    .into_response())
 }
 
 pub(super) async fn sims(State(state): State<AppState>) -> Result<Response, ApiError> {
     let rows = state.store.read(store::list_sims).await?;
     let configured = state.settings.known_sims.clone();
-    let mut items: Vec<Value> = rows
+    let mut items: Vec<SimView> = rows
         .iter()
-        .map(|s| {
-            json!({
-                "iccid": s.iccid,
-                "imsi": s.imsi,
-                "operator": s.operator,
-                "modem": s.last_modem,
-                "first_seen": rfc3339(s.first_seen),
-                "last_seen": rfc3339(s.last_seen),
-                "sent_parts": s.sent_parts,
-                "failed": s.failed,
-                "received": s.received,
-                "usage": serde_json::from_str::<Value>(&s.usage).unwrap_or(Value::Null),
-                "configured": configured.contains(&s.iccid),
-                "seen": true,
-            })
+        .map(|s| SimView {
+            iccid: s.iccid.clone(),
+            imsi: s.imsi.clone(),
+            operator: s.operator.clone(),
+            modem: s.last_modem.clone(),
+            first_seen: Some(rfc3339(s.first_seen)),
+            last_seen: Some(rfc3339(s.last_seen)),
+            sent_parts: Some(s.sent_parts),
+            failed: Some(s.failed),
+            received: Some(s.received),
+            usage: serde_json::from_str::<Value>(&s.usage).ok(),
+            configured: configured.contains(&s.iccid),
+            seen: true,
         })
         .collect();
     for iccid in configured
         .iter()
         .filter(|i| !rows.iter().any(|r| &&r.iccid == i))
     {
-        items.push(json!({"iccid": iccid, "configured": true, "seen": false}));
+        items.push(SimView {
+            iccid: iccid.clone(),
+            imsi: None,
+            operator: None,
+            modem: None,
+            first_seen: None,
+            last_seen: None,
+            sent_parts: None,
+            failed: None,
+            received: None,
+            usage: None,
+            configured: true,
+            seen: false,
+        });
     }
-    Ok(Json(json!({"items": items})).into_response())
+    Ok(Json(SimList { items }).into_response())
 }
 
 pub(super) async fn estimate(
     State(state): State<AppState>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let obj = body.object(&["text", "template", "vars"])?;
-    let f = Fields(obj);
-    let text = match (f.str("text")?, f.str("template")?) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::field(
-                "template",
-                "conflict",
-                "give text or template, not both",
-            ));
-        }
-        (Some(t), None) => t.to_owned(),
-        (None, Some(name)) => {
-            let vars = templates::vars_of(obj)?;
+    let req = EstimateRequest::from_json(&body.value)?;
+    let text = match req.validate()? {
+        Ok(t) => t.to_owned(),
+        Err(name) => {
+            let vars = vars_text(req.vars.as_ref());
             let n = name.to_owned();
             let tpl = state
                 .store
@@ -112,21 +121,20 @@ pub(super) async fn estimate(
                 })?;
             templates::render(&tpl.body, &vars)?
         }
-        (None, None) => return Err(ApiError::field("text", "missing", "text is required")),
     };
     if text.trim().is_empty() {
         return Err(ApiError::field("text", "empty", "text is empty"));
     }
     let plan = pdu::plan(&text, &PlanOptions::default());
     let max = state.settings.max_parts;
-    Ok(Json(json!({
-        "parts": plan.parts.len(),
-        "encoding": plan.encoding.name(),
-        "units": plan.units,
-        "remaining_in_last_part": plan.remaining_in_last_part(),
-        "max_parts": max,
-        "too_long": plan.parts.len() > max as usize,
-    }))
+    Ok(Json(EstimateResponse {
+        parts: plan.parts.len(),
+        encoding: plan.encoding.name().to_owned(),
+        units: plan.units,
+        remaining_in_last_part: plan.remaining_in_last_part(),
+        max_parts: max,
+        too_long: plan.parts.len() > max as usize,
+    })
     .into_response())
 }
 
@@ -149,19 +157,21 @@ pub(super) async fn suppressions(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.number.clone()))
         .flatten();
-    let items: Vec<Value> = rows
+    let items = rows
         .iter()
-        .map(|s| {
-            json!({
-                "number": s.number,
-                "created_at": rfc3339(s.created_at),
-                "source": s.source,
-                "keyword": s.keyword,
-                "note": s.note,
-            })
+        .map(|s| SuppressionView {
+            number: s.number.clone(),
+            created_at: rfc3339(s.created_at),
+            source: s.source.clone(),
+            keyword: s.keyword.clone(),
+            note: s.note.clone(),
         })
         .collect();
-    Ok(Json(json!({"items": items, "next_cursor": next})).into_response())
+    Ok(Json(SuppressionList {
+        items,
+        next_cursor: next,
+    })
+    .into_response())
 }
 
 /// The number in a path, normalised like a recipient (but not judged mobile).
@@ -185,16 +195,18 @@ pub(super) async fn suppress(
     } else {
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad("invalid_json", format!("the body is not JSON: {e}")))?;
-        Fields(super::body::object(&v, &["note"])?)
-            .str("note")?
-            .map(str::to_owned)
+        SuppressRequest::from_json(&v)?.note
     };
     let n = number.clone();
     state
         .store
         .write(move |c| store::suppress(c, &n, "admin", None, note.as_deref(), now_ms()))
         .await?;
-    Ok(Json(json!({"number": number, "suppressed": true})).into_response())
+    Ok(Json(SuppressResult {
+        number,
+        suppressed: true,
+    })
+    .into_response())
 }
 
 pub(super) async fn unsuppress(
@@ -206,5 +218,9 @@ pub(super) async fn unsuppress(
     if !state.store.write(move |c| store::unsuppress(c, &n)).await? {
         return Err(ApiError::not_found("suppressed number"));
     }
-    Ok(Json(json!({"number": number, "suppressed": false})).into_response())
+    Ok(Json(SuppressResult {
+        number,
+        suppressed: false,
+    })
+    .into_response())
 }

@@ -14,9 +14,14 @@ mod otp;
 pub mod server;
 mod templates;
 pub mod time;
+pub mod types;
 
 pub use auth::{ApiToken, RateLimiter, Scope, ct_eq, sha256};
 pub use error::ApiError;
+pub use types::{
+    ModemActionResult, ModemList, ModemStateView, ModemView, SignalView, StorageView, UssdView,
+    modem_slug,
+};
 
 use crate::config::{OptOutConfig, OtpConfig, RateLimitConfig};
 use crate::dispatch::Dispatcher;
@@ -37,8 +42,11 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
+    /// The database.
     pub store: Store,
+    /// Told of each message queued or cancelled, so that the send loop acts at once.
     pub dispatcher: Dispatcher,
+    /// What the handlers check requests against.
     pub settings: Arc<ApiSettings>,
     /// Modem states for `/readyz` and `/v1/modems`, and modem actions.
     pub modems: Arc<dyn ModemsView>,
@@ -46,20 +54,22 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
 }
 
+/// A boxed future, for the async methods of the object-safe [`ModemsView`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The daemon's modems, as the API shows and steers them.
 pub trait ModemsView: Send + Sync + 'static {
-    /// One JSON object per modem.
-    fn modems(&self) -> Vec<serde_json::Value>;
+    /// Every modem, as `GET /v1/modems` shows it.
+    fn modems(&self) -> Vec<ModemView>;
     /// How many can send now.
     fn ready_count(&self) -> usize;
-    /// `enable`, `disable` or `reset` a modem; `None` if there is no such modem.
+    /// `enable`, `disable` or `reset` the modem at `port` (its [`ModemView::port`]);
+    /// `None` if there is no such modem.
     fn action<'a>(
         &'a self,
-        _id: &'a str,
+        _port: &'a str,
         _action: &'a str,
-    ) -> BoxFuture<'a, Option<Result<serde_json::Value, String>>> {
+    ) -> BoxFuture<'a, Option<Result<(), String>>> {
         Box::pin(async { None })
     }
     /// Runs a USSD code on the modem holding `iccid`; `None` if no modem holds it.
@@ -67,15 +77,18 @@ pub trait ModemsView: Send + Sync + 'static {
         &'a self,
         _iccid: &'a str,
         _code: &'a str,
-    ) -> BoxFuture<'a, Option<Result<serde_json::Value, String>>> {
+    ) -> BoxFuture<'a, Option<Result<UssdView, String>>> {
         Box::pin(async { None })
     }
 }
 
+/// What requests are checked against, from the config (`[http]`, `[otp]`, `[optout]`,
+/// `pool.sims`, `dispatch.max_parts`).
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     /// Accepted bearer tokens.
     pub tokens: Vec<ApiToken>,
+    /// Most parts a message may take (`dispatch.max_parts`).
     pub max_parts: u32,
     /// Tolerance for a `send_at` slightly in the past (clock skew).
     pub send_at_tolerance_ms: i64,
@@ -88,7 +101,9 @@ pub struct ApiSettings {
     /// ICCIDs named in the config (`pool.sims`); with the SIMs seen in modems, the only
     /// ones a message may be pinned to.
     pub known_sims: Vec<String>,
+    /// Security code defaults and limits (`[otp]`).
     pub otp: OtpConfig,
+    /// The opt-out keywords and exemptions (`[optout]`).
     pub optout: OptOutConfig,
     /// Most undelivered `callback_url` events per token (`http.max_pending_callbacks`).
     pub max_pending_callbacks: u64,
@@ -187,7 +202,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         "/v1/modems/{id}/{action}",
         Access::Scope(Scope::Admin),
     ),
-    ("GET", "/metrics", Access::Scope(Scope::Read)),
+    ("GET", "/metrics", Access::Scope(Scope::Metrics)),
     ("GET", "/v1/sims", Access::Scope(Scope::Read)),
     ("POST", "/v1/sims/{iccid}/ussd", Access::Scope(Scope::Admin)),
     ("POST", "/v1/estimate", Access::AnyToken),
@@ -218,8 +233,12 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// No token (`/healthz`, `/readyz`, `/openapi.json`).
     Public,
+    /// Any token with a scope besides `metrics` (a metrics-only token reads `/metrics`
+    /// and nothing else).
     AnyToken,
+    /// A token with this scope (or admin).
     Scope(Scope),
 }
 
@@ -301,6 +320,9 @@ async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Re
         Access::Scope(s) if !token.allows(s) => {
             return ApiError::forbidden(s.as_str()).into_response();
         }
+        Access::AnyToken if token.metrics_only() => {
+            return ApiError::forbidden("send, read or admin").into_response();
+        }
         _ => {}
     }
     let limit = token.rate_limit.unwrap_or(state.settings.rate_limit);
@@ -356,11 +378,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
     let store_ok = reason.is_none();
     let ready = state.modems.ready_count();
-    let body = serde_json::json!({
-        "store": store_ok,
-        "store_error": reason,
-        "modems_ready": ready,
-    });
+    let body = types::Readiness {
+        store: store_ok,
+        store_error: reason,
+        modems_ready: ready,
+    };
     if store_ok && ready > 0 {
         axum::Json(body).into_response()
     } else {
@@ -378,9 +400,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         crate::telemetry::queue_depth(&depth);
     }
     for m in state.modems.modems() {
-        if let (Some(id), Some(n)) = (m["id"].as_str(), m["calls_rejected"].as_u64()) {
-            metrics::counter!("gsmgw_calls_rejected_total", "modem" => id.to_owned()).absolute(n);
-        }
+        metrics::counter!(crate::telemetry::CALLS_REJECTED, "modem" => m.port)
+            .absolute(m.calls_rejected);
     }
     (
         [(
@@ -392,8 +413,35 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn modems(State(state): State<AppState>) -> Response {
-    axum::Json(state.modems.modems()).into_response()
+/// `GET /v1/modems` query: `format=array` asks for the earlier bare array
+/// (deprecated; removed in the next release).
+#[derive(Debug, serde::Deserialize)]
+struct ModemsQuery {
+    format: Option<String>,
+}
+
+async fn modems(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ModemsQuery>,
+) -> Response {
+    let items = state.modems.modems();
+    if q.format.as_deref() == Some("array") {
+        let legacy: Vec<serde_json::Value> = items.iter().map(ModemView::legacy).collect();
+        let mut resp = axum::Json(legacy).into_response();
+        resp.headers_mut()
+            .insert("deprecation", axum::http::HeaderValue::from_static("true"));
+        return resp;
+    }
+    axum::Json(ModemList { items }).into_response()
+}
+
+/// The modem a path's `{id}` names: its slug, or (as in earlier releases) its device path.
+fn find_modem(state: &AppState, id: &str) -> Option<ModemView> {
+    let all = state.modems.modems();
+    all.iter()
+        .find(|m| m.id == id)
+        .or_else(|| all.iter().find(|m| m.port == id))
+        .cloned()
 }
 
 async fn modem_action(
@@ -403,9 +451,16 @@ async fn modem_action(
     if !matches!(action.as_str(), "enable" | "disable" | "reset") {
         return Err(ApiError::not_found("modem action (enable, disable, reset)"));
     }
-    match state.modems.action(&id, &action).await {
+    let m = find_modem(&state, &id).ok_or_else(|| ApiError::not_found("modem"))?;
+    match state.modems.action(&m.port, &action).await {
         None => Err(ApiError::not_found("modem")),
-        Some(Ok(v)) => Ok(axum::Json(v).into_response()),
+        Some(Ok(())) => Ok(axum::Json(ModemActionResult {
+            id: m.id,
+            port: m.port,
+            enabled: (action != "reset").then_some(action == "enable"),
+            reset: (action == "reset").then_some(true),
+        })
+        .into_response()),
         Some(Err(e)) => Err(ApiError::new(
             axum::http::StatusCode::BAD_GATEWAY,
             "modem_error",
@@ -419,22 +474,7 @@ async fn ussd(
     axum::extract::Path(iccid): axum::extract::Path<String>,
     body: body::JsonBody,
 ) -> Result<Response, ApiError> {
-    let code = body::Fields(body.object(&["code"])?)
-        .required_str("code")?
-        .trim()
-        .to_owned();
-    if code.is_empty()
-        || code.len() > 32
-        || !code
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#')
-    {
-        return Err(ApiError::field(
-            "code",
-            "invalid_ussd",
-            "a USSD code is digits, * and # (e.g. *100#)",
-        ));
-    }
+    let code = types::UssdRequest::from_json(&body.value)?.validate()?;
     match state.modems.ussd(&iccid, &code).await {
         None => Err(ApiError::field(
             "iccid",

@@ -58,7 +58,7 @@ fn parse(raw: &str, settings: &ApiSettings) -> Result<phonenumber::PhoneNumber, 
 }
 
 /// E.164 for a recipient, or 400 naming `to`.
-pub fn normalise(raw: &str, settings: &ApiSettings) -> Result<String, ApiError> {
+pub(crate) fn normalise(raw: &str, settings: &ApiSettings) -> Result<String, ApiError> {
     let n = parse(raw, settings)?;
     let valid = std::panic::catch_unwind(|| n.is_valid()).unwrap_or(false);
     if !valid {
@@ -98,7 +98,7 @@ pub fn normalise(raw: &str, settings: &ApiSettings) -> Result<String, ApiError> 
 }
 
 /// E.164 for a filter (`GET /v1/messages?to=`): parsed, not judged.
-pub fn normalise_lenient(raw: &str, settings: &ApiSettings) -> Result<String, ApiError> {
+pub(crate) fn normalise_lenient(raw: &str, settings: &ApiSettings) -> Result<String, ApiError> {
     let n = parse(raw, settings)?;
     Ok(n.format().mode(Mode::E164).to_string())
 }

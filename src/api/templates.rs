@@ -2,18 +2,19 @@
 //! for `POST /v1/messages` (`template` + `vars`) and `POST /v1/otp`. A missing variable
 //! is a 400 naming `vars`, never a text sent with a hole in it.
 
-use super::body::{Fields, JsonBody};
+use super::body::JsonBody;
+use super::types::{TemplateCreate, TemplateDeleted, TemplateList, TemplateUpdate, TemplateView};
 use super::{ApiError, AppState};
 use crate::store::{self, TemplateRecord, now_ms};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// `vars` as name → text (strings, numbers and booleans are accepted).
-pub fn vars_of(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
+pub(crate) fn vars_of(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
     let bad = || {
         ApiError::field(
             "vars",
@@ -40,7 +41,7 @@ pub fn vars_of(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, Api
 }
 
 /// A body's placeholders in order of appearance; an unclosed or empty one is an error.
-pub fn placeholders(body: &str) -> Result<Vec<String>, String> {
+pub(crate) fn placeholders(body: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut rest = body;
     while let Some(start) = rest.find("{{") {
@@ -64,9 +65,9 @@ pub fn placeholders(body: &str) -> Result<Vec<String>, String> {
 /// The longest text a template may render to: as much as a request body may carry.
 /// Far beyond what any message's part limit lets through, and it stops a small
 /// template with thousands of placeholders from growing without bound.
-pub const MAX_RENDERED: usize = super::BODY_LIMIT;
+pub(crate) const MAX_RENDERED: usize = super::BODY_LIMIT;
 
-pub fn render(body: &str, vars: &BTreeMap<String, String>) -> Result<String, ApiError> {
+pub(crate) fn render(body: &str, vars: &BTreeMap<String, String>) -> Result<String, ApiError> {
     let mut out = String::with_capacity(body.len().min(MAX_RENDERED));
     let mut rest = body;
     let too_long = || {
@@ -107,20 +108,20 @@ pub fn render(body: &str, vars: &BTreeMap<String, String>) -> Result<String, Api
     Ok(out)
 }
 
-fn template_json(t: &TemplateRecord) -> Value {
+fn template_view(t: &TemplateRecord) -> TemplateView {
     let mut vars = placeholders(&t.body).unwrap_or_default();
     vars.dedup();
-    json!({
-        "name": t.name,
-        "body": t.body,
-        "description": t.description,
-        "variables": vars,
-        "created_at": super::time::rfc3339(t.created_at),
-        "updated_at": super::time::rfc3339(t.updated_at),
-    })
+    TemplateView {
+        name: t.name.clone(),
+        body: t.body.clone(),
+        description: t.description.clone(),
+        variables: vars,
+        created_at: super::time::rfc3339(t.created_at),
+        updated_at: super::time::rfc3339(t.updated_at),
+    }
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -136,7 +137,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_body(body: &str) -> Result<(), ApiError> {
+pub(super) fn check_body(body: &str) -> Result<(), ApiError> {
     if body.trim().is_empty() {
         return Err(ApiError::field("body", "empty", "body is empty"));
     }
@@ -146,7 +147,10 @@ fn check_body(body: &str) -> Result<(), ApiError> {
 
 pub(super) async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let all = state.store.read(store::list_templates).await?;
-    Ok(Json(json!({"items": all.iter().map(template_json).collect::<Vec<_>>()})).into_response())
+    Ok(Json(TemplateList {
+        items: all.iter().map(template_view).collect(),
+    })
+    .into_response())
 }
 
 pub(super) async fn get_one(
@@ -158,19 +162,20 @@ pub(super) async fn get_one(
         .read(move |c| store::get_template(c, &name))
         .await?
         .ok_or_else(|| ApiError::not_found("template"))?;
-    Ok(Json(template_json(&t)).into_response())
+    Ok(Json(template_view(&t)).into_response())
 }
 
 pub(super) async fn create(
     State(state): State<AppState>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let f = Fields(body.object(&["name", "body", "description"])?);
-    let name = f.required_str("name")?.to_owned();
-    check_name(&name)?;
-    let text = f.required_str("body")?.to_owned();
-    check_body(&text)?;
-    let desc = f.str("description")?.map(str::to_owned);
+    let req = TemplateCreate::from_json(&body.value)?;
+    req.validate()?;
+    let TemplateCreate {
+        name,
+        body: text,
+        description: desc,
+    } = req;
     let now = now_ms();
     let t = state
         .store
@@ -182,7 +187,14 @@ pub(super) async fn create(
         })
         .await?
         .ok_or_else(|| ApiError::conflict("exists", "a template with this name exists"))?;
-    Ok((StatusCode::CREATED, Json(template_json(&t))).into_response())
+    // Names are a-z, 0-9, `_` and `-`: nothing to escape.
+    let location = format!("/v1/templates/{}", t.name);
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::LOCATION, location)],
+        Json(template_view(&t)),
+    )
+        .into_response())
 }
 
 pub(super) async fn update(
@@ -190,10 +202,12 @@ pub(super) async fn update(
     Path(name): Path<String>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    let f = Fields(body.object(&["body", "description"])?);
-    let text = f.required_str("body")?.to_owned();
-    check_body(&text)?;
-    let desc = f.str("description")?.map(str::to_owned);
+    let req = TemplateUpdate::from_json(&body.value)?;
+    req.validate()?;
+    let TemplateUpdate {
+        body: text,
+        description: desc,
+    } = req;
     let now = now_ms();
     let t = state
         .store
@@ -205,7 +219,7 @@ pub(super) async fn update(
         })
         .await?
         .ok_or_else(|| ApiError::not_found("template"))?;
-    Ok(Json(template_json(&t)).into_response())
+    Ok(Json(template_view(&t)).into_response())
 }
 
 pub(super) async fn delete(
@@ -220,5 +234,9 @@ pub(super) async fn delete(
     {
         return Err(ApiError::not_found("template"));
     }
-    Ok(Json(json!({"name": name, "deleted": true})).into_response())
+    Ok(Json(TemplateDeleted {
+        name,
+        deleted: true,
+    })
+    .into_response())
 }

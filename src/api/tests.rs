@@ -10,7 +10,7 @@ use tower::ServiceExt;
 
 struct NoModems;
 impl ModemsView for NoModems {
-    fn modems(&self) -> Vec<Value> {
+    fn modems(&self) -> Vec<ModemView> {
         Vec::new()
     }
     fn ready_count(&self) -> usize {
@@ -2010,6 +2010,14 @@ fn arbitrary_json_in_every_field_never_breaks_the_store() {
                     || (status == StatusCode::BAD_GATEWAY && uri.starts_with("/v1/modems")),
                 "{method} {uri} {body} → {status} {v}"
             );
+            // The typed structs take whatever passed the shape checks: a refusal is
+            // always one of the field codes, never the deserializer's.
+            prop_assert!(
+                !v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("the body: ")),
+                "{method} {uri} {body} → {status} {v}"
+            );
             Ok::<(), TestCaseError>(())
         },
     );
@@ -2068,4 +2076,518 @@ async fn callback_urls_to_non_public_destinations_are_refused() {
         v["callback_url"], "https://hooks.example.com/sms",
         "stored normalised"
     );
+}
+
+// ---- Issue #12: typed API, modem ids, lists, Location, the metrics scope. ----
+
+/// Every schema reachable from `s`, `$ref`s resolved through `doc`; calls `bad` with a
+/// path for each untyped object (type object without properties, `$ref` or an
+/// `additionalProperties` schema) and each missing or empty schema.
+fn untyped_schemas(
+    doc: &Value,
+    s: &Value,
+    at: &str,
+    seen: &mut Vec<String>,
+    bad: &mut Vec<String>,
+) {
+    let Some(o) = s.as_object() else {
+        bad.push(format!("{at}: no schema"));
+        return;
+    };
+    if let Some(r) = o.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/components/schemas/").to_owned();
+        let target = &doc["components"]["schemas"][&name];
+        if target.is_null() {
+            bad.push(format!("{at}: dangling $ref {r}"));
+        } else if !seen.contains(&name) {
+            seen.push(name.clone());
+            untyped_schemas(doc, target, &format!("{at}→{name}"), seen, bad);
+        }
+        return;
+    }
+    let is_object = match o.get("type") {
+        Some(Value::String(t)) => t == "object",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
+        _ => false,
+    };
+    let composed = ["oneOf", "anyOf", "allOf"]
+        .iter()
+        .any(|k| o.get(*k).is_some_and(Value::is_array));
+    let props = o.get("properties").and_then(Value::as_object);
+    let extra = o.get("additionalProperties").filter(|a| a.is_object());
+    if is_object && props.is_none() && extra.is_none() && !composed {
+        bad.push(format!("{at}: untyped object {s}"));
+    }
+    if o.get("type").is_none() && !composed && !o.contains_key("const") && !o.contains_key("enum") {
+        bad.push(format!("{at}: schema without a type {s}"));
+    }
+    for (k, p) in props.into_iter().flatten() {
+        untyped_schemas(doc, p, &format!("{at}.{k}"), seen, bad);
+    }
+    // A free-form map's values (`{}`) are allowed: the map itself is typed.
+    if let Some(e) = extra.filter(|e| e.as_object().is_some_and(|o| !o.is_empty())) {
+        untyped_schemas(doc, e, &format!("{at}.*"), seen, bad);
+    }
+    if let Some(i) = o.get("items") {
+        untyped_schemas(doc, i, &format!("{at}[]"), seen, bad);
+    }
+    for k in ["oneOf", "anyOf", "allOf"] {
+        for (n, x) in o
+            .get(k)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            untyped_schemas(doc, x, &format!("{at}.{k}[{n}]"), seen, bad);
+        }
+    }
+}
+
+/// Item 3's check: no route answers (2xx or error) with an untyped object or without a
+/// schema. Fails the build (`cargo test`) the day someone documents `body = Value`.
+#[test]
+fn openapi_responses_are_all_typed() {
+    let doc = openapi::document();
+    let mut bad = Vec::new();
+    let mut responses = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let Some(rs) = op["responses"].as_object() else {
+                bad.push(format!("{method} {path}: no responses"));
+                continue;
+            };
+            assert!(
+                rs.keys().any(|k| k.starts_with('2')),
+                "{method} {path}: no 2xx"
+            );
+            for (status, r) in rs {
+                responses += 1;
+                let at = format!("{method} {path} {status}");
+                let Some(content) = r["content"].as_object().filter(|c| !c.is_empty()) else {
+                    bad.push(format!("{at}: no content"));
+                    continue;
+                };
+                for (media, c) in content {
+                    let s = &c["schema"];
+                    if s.as_object().is_none_or(|o| o.is_empty()) {
+                        bad.push(format!("{at} {media}: no schema"));
+                        continue;
+                    }
+                    if !status.starts_with('2') && !["/healthz", "/readyz"].contains(&path.as_str())
+                    {
+                        assert_eq!(
+                            s["$ref"], "#/components/schemas/ErrorBody",
+                            "{at}: an error answers with ErrorBody"
+                        );
+                    }
+                    untyped_schemas(&doc, s, &at, &mut Vec::new(), &mut bad);
+                }
+            }
+        }
+    }
+    assert!(responses > 60, "{responses}");
+    assert!(
+        bad.is_empty(),
+        "untyped or missing response schemas:\n{}",
+        bad.join("\n")
+    );
+    // The checker itself catches a bare object and an empty schema.
+    let mut caught = Vec::new();
+    untyped_schemas(
+        &doc,
+        &json!({"type": "object"}),
+        "x",
+        &mut Vec::new(),
+        &mut caught,
+    );
+    untyped_schemas(&doc, &json!({}), "y", &mut Vec::new(), &mut caught);
+    assert_eq!(caught.len(), 2, "{caught:?}");
+}
+
+/// Structure: OpenAPI 3.1 JSON, every `$ref` resolves, every operation has an id, its
+/// path parameters are declared, request bodies are typed, and every schema named in
+/// components is itself typed.
+#[test]
+fn openapi_document_is_structurally_valid() {
+    let doc = openapi::document();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"").skip(1) {
+        let r = &r[..r.find('"').unwrap()];
+        let mut node = &doc;
+        assert!(r.starts_with("#/"), "external $ref {r}");
+        for part in r[2..].split('/') {
+            node = &node[part];
+        }
+        assert!(node.is_object(), "dangling $ref {r}");
+    }
+    let mut bad = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(op["operationId"].is_string(), "{method} {path}");
+            let declared: Vec<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path")
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            for seg in path.split('/').filter(|s| s.starts_with('{')) {
+                let name = seg.trim_matches(|c| c == '{' || c == '}');
+                assert!(
+                    declared.contains(&name),
+                    "{method} {path}: {name} undeclared"
+                );
+            }
+            if let Some(content) = op["requestBody"]["content"].as_object() {
+                for (media, c) in content {
+                    untyped_schemas(
+                        &doc,
+                        &c["schema"],
+                        &format!("{method} {path} request {media}"),
+                        &mut Vec::new(),
+                        &mut bad,
+                    );
+                }
+            }
+        }
+    }
+    for (name, s) in doc["components"]["schemas"].as_object().unwrap() {
+        untyped_schemas(&doc, s, name, &mut Vec::new(), &mut bad);
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn modem_slugs_need_no_escaping() {
+    for (port, slug) in [
+        ("/dev/gsmgw/sim7600-a", "sim7600-a"),
+        ("/dev/gsmgw/Modem_0", "modem-0"),
+        ("/dev/ttyUSB0", "ttyusb0"),
+        (
+            "/dev/serial/by-id/usb-HUAWEI_E3372-if00-port0",
+            "serial-by-id-usb-huawei-e3372-if00-port0",
+        ),
+        ("tcp://10.0.0.5:7000", "tcp-10-0-0-5-7000"),
+        ("/tmp/bank/modem1", "tmp-bank-modem1"),
+        ("/dev/gsmgw/--", "modem"),
+    ] {
+        let s = modem_slug(port);
+        assert_eq!(s, slug, "{port}");
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        );
+    }
+}
+
+/// Two modems; records the actions it is asked for.
+#[derive(Default)]
+struct TwoModems {
+    actions: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl ModemsView for TwoModems {
+    fn modems(&self) -> Vec<ModemView> {
+        ["/dev/gsmgw/left", "/dev/ttyUSB3"]
+            .iter()
+            .map(|p| ModemView {
+                id: modem_slug(p),
+                port: (*p).into(),
+                spare_ports: vec![],
+                calls_rejected: 2,
+                enabled: true,
+                state: ModemStateView {
+                    state: "ready".into(),
+                    reason: None,
+                },
+                manufacturer: Some("SIMCOM".into()),
+                model: None,
+                imei: Some("351234567890123".into()),
+                iccid: Some("89490200001234567890".into()),
+                imsi: None,
+                operator: Some("Telekom".into()),
+                signal: Some(SignalView {
+                    rssi_dbm: Some(-71),
+                    ber: Some(0),
+                    bars: 4,
+                }),
+                registration: Some("home".into()),
+                storage: Some(StorageView { used: 1, total: 30 }),
+            })
+            .collect()
+    }
+    fn ready_count(&self) -> usize {
+        2
+    }
+    fn action<'a>(
+        &'a self,
+        port: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, Option<Result<(), String>>> {
+        self.actions
+            .lock()
+            .unwrap()
+            .push((port.to_owned(), action.to_owned()));
+        Box::pin(async { Some(Ok(())) })
+    }
+}
+
+async fn app_with_modems(modems: Arc<TwoModems>) -> (tempfile::TempDir, Router) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("api.db")).unwrap();
+    let (dispatcher, _task) = Dispatcher::start(
+        store.clone(),
+        Pool::new(PoolConfig::default()).unwrap(),
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let mut settings = settings();
+    settings.tokens.push(ApiToken {
+        name: "scraper".into(),
+        sha256: sha256(b"scraper"),
+        scopes: vec![Scope::Metrics],
+        rate_limit: None,
+    });
+    let state = AppState {
+        store,
+        dispatcher,
+        settings: Arc::new(settings),
+        modems: modems as Arc<dyn ModemsView>,
+        limiter: Arc::default(),
+    };
+    (dir, router(state))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modems_are_a_list_with_slugs_and_the_old_forms_still_work() {
+    let modems = Arc::new(TwoModems::default());
+    let (_d, app) = app_with_modems(modems.clone()).await;
+    let (s, v) = call(&app, "GET", "/v1/modems", Some("reader"), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let m = &items[0];
+    assert_eq!(m["id"], "left");
+    assert_eq!(m["port"], "/dev/gsmgw/left");
+    assert_eq!(items[1]["id"], "ttyusb3");
+    // Every documented field, with its documented shape.
+    assert_eq!(m["state"], json!({"state": "ready", "reason": null}));
+    assert_eq!(m["signal"]["bars"], 4);
+    assert_eq!(m["registration"], "home");
+    assert_eq!(m["storage"], json!({"used": 1, "total": 30}));
+    assert_eq!(m["spare_ports"], json!([]));
+    assert_eq!(m["calls_rejected"], 2);
+    for k in [
+        "enabled",
+        "manufacturer",
+        "model",
+        "imei",
+        "iccid",
+        "imsi",
+        "operator",
+    ] {
+        assert!(m.get(k).is_some(), "{k} missing: {m}");
+    }
+    // The deprecated bare array, as in earlier releases: `id` is the device path.
+    let (s, v) = call(&app, "GET", "/v1/modems?format=array", Some("reader"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v[0]["id"], "/dev/gsmgw/left");
+    assert!(v[0].get("port").is_none());
+    // Actions by slug, and by the old (escaped) device path.
+    let (s, v) = post(&app, "/v1/modems/left/disable", "admin", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v,
+        json!({"id": "left", "port": "/dev/gsmgw/left", "enabled": false})
+    );
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/modems/%2Fdev%2FttyUSB3/reset",
+        Some("admin"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["reset"], true);
+    assert_eq!(v["id"], "ttyusb3");
+    let (s, _) = call(&app, "POST", "/v1/modems/nope/enable", Some("admin"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        *modems.actions.lock().unwrap(),
+        vec![
+            ("/dev/gsmgw/left".to_owned(), "disable".to_owned()),
+            ("/dev/ttyUSB3".to_owned(), "reset".to_owned())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_scope_reads_metrics_and_nothing_else() {
+    let (_d, app) = app_with_modems(Arc::default()).await;
+    let status = |token: &'static str, method: &'static str, uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let body = (method == "POST").then(|| json!({"text": "hi"}).to_string());
+            call(&app, method, uri, Some(token), body).await.0
+        }
+    };
+    assert_eq!(status("scraper", "GET", "/metrics").await, StatusCode::OK);
+    assert_eq!(status("admin", "GET", "/metrics").await, StatusCode::OK);
+    assert_eq!(status("s3cret", "GET", "/metrics").await, StatusCode::OK);
+    // `read` and `send` no longer read /metrics.
+    assert_eq!(
+        status("reader", "GET", "/metrics").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status("sender", "GET", "/metrics").await,
+        StatusCode::FORBIDDEN
+    );
+    for (m, uri) in [
+        ("GET", "/v1/messages"),
+        ("GET", "/v1/messages/1"),
+        ("GET", "/v1/inbox"),
+        ("GET", "/v1/modems"),
+        ("GET", "/v1/sims"),
+        ("GET", "/v1/templates"),
+        ("POST", "/v1/estimate"),
+        ("POST", "/v1/messages"),
+    ] {
+        assert_eq!(
+            status("scraper", m, uri).await,
+            StatusCode::FORBIDDEN,
+            "{m} {uri}"
+        );
+    }
+}
+
+async fn call_headers(
+    app: &Router,
+    uri: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "loc-1")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_answer_with_a_location() {
+    let (_d, _store, app) = app().await;
+    let msg = json!({"to": "+491701234567", "text": "hi"});
+    for replay in [false, true] {
+        let (s, h, v) = call_headers(&app, "/v1/messages", "s3cret", msg.clone()).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(
+            h["location"].to_str().unwrap(),
+            format!("/v1/messages/{}", v["id"]),
+            "replay: {replay}"
+        );
+        assert_eq!(h.contains_key("idempotent-replayed"), replay);
+    }
+    let (s, h, v) = call_headers(
+        &app,
+        "/v1/messages/batch",
+        "s3cret",
+        json!({"messages": [msg.clone(), msg]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        h["location"].to_str().unwrap(),
+        format!("/v1/messages/{}", v["messages"][0]["id"])
+    );
+    let (s, h, v) = call_headers(&app, "/v1/otp", "s3cret", json!({"to": "+491701234568"})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(
+        h["location"].to_str().unwrap(),
+        format!("/v1/messages/{}", v["message_id"])
+    );
+    let (s, h, v) = call_headers(
+        &app,
+        "/v1/templates",
+        "admin",
+        json!({"name": "hello-1", "body": "Hi {{name}}"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(h["location"].to_str().unwrap(), "/v1/templates/hello-1");
+}
+
+/// Every typed response deserializes back into its type: the documented schema is what
+/// the handlers send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_their_documented_types() {
+    use super::types::*;
+    let (_d, _store, app) = app().await;
+    let (_, v) = post(
+        &app,
+        "/v1/messages",
+        "s3cret",
+        json!({"to": "+491701234567", "template": "appointment_confirmation",
+               "vars": {"name": "Ann", "when": "Fri", "n": 3},
+               "appointment_at": now_plus_hours(48), "remind_before": "24h", "priority": 7}),
+    )
+    .await;
+    let m: MessageView = serde_json::from_value(v.clone()).unwrap();
+    assert!(m.reminder.is_some(), "{v}");
+    assert_eq!(m.priority, "7");
+    let (_, v) = call(&app, "GET", "/v1/messages", Some("s3cret"), None).await;
+    serde_json::from_value::<MessageList>(v).unwrap();
+    let (_, v) = call(
+        &app,
+        "DELETE",
+        &format!("/v1/messages/{}", m.id),
+        Some("s3cret"),
+        None,
+    )
+    .await;
+    serde_json::from_value::<CancelResponse>(v).unwrap();
+    let (_, v) = post(&app, "/v1/estimate", "s3cret", json!({"text": "hi"})).await;
+    serde_json::from_value::<EstimateResponse>(v).unwrap();
+    let (_, v) = call(&app, "GET", "/v1/templates", Some("s3cret"), None).await;
+    serde_json::from_value::<TemplateList>(v).unwrap();
+    let (_, v) = call(&app, "GET", "/v1/inbox", Some("s3cret"), None).await;
+    serde_json::from_value::<InboxList>(v).unwrap();
+    let (_, v) = call(&app, "GET", "/v1/sims", Some("s3cret"), None).await;
+    serde_json::from_value::<SimList>(v).unwrap();
+    let (_, v) = call(&app, "GET", "/v1/modems", Some("s3cret"), None).await;
+    serde_json::from_value::<ModemList>(v).unwrap();
+    let (_, v) = call(&app, "GET", "/v1/suppressions", Some("s3cret"), None).await;
+    serde_json::from_value::<SuppressionList>(v).unwrap();
+    let (_, v) = post(&app, "/v1/otp", "s3cret", json!({"to": "+491701234569"})).await;
+    let o: OtpCreated = serde_json::from_value(v).unwrap();
+    let (_, v) = post(
+        &app,
+        &format!("/v1/otp/{}/verify", o.id),
+        "s3cret",
+        json!({"code": "0000"}),
+    )
+    .await;
+    serde_json::from_value::<VerifyResponse>(v).unwrap();
+    let (_, v) = call(&app, "GET", "/readyz", None, None).await;
+    serde_json::from_value::<Readiness>(v).unwrap();
+    let (_, v) = call(&app, "GET", "/openapi.json", None, None).await;
+    serde_json::from_value::<OpenApiDocument>(v).unwrap();
+    let (_, v) = call(&app, "GET", "/v1/messages/999999", Some("s3cret"), None).await;
+    serde_json::from_value::<ErrorBody>(v).unwrap();
 }

@@ -24,7 +24,7 @@ pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(180);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
     text: String,
-    expect: Vec<String>,
+    info_prefixes: Vec<String>,
     raw: bool,
     lenient: bool,
     timeout: Duration,
@@ -36,7 +36,7 @@ impl Command {
     pub fn new(text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
-            expect: Vec::new(),
+            info_prefixes: Vec::new(),
             raw: false,
             lenient: false,
             timeout: DEFAULT_TIMEOUT,
@@ -44,10 +44,10 @@ impl Command {
         }
     }
 
-    /// Adds a response prefix (e.g. `"+CSQ:"`): lines starting with it belong to this
-    /// command; other lines are URCs.
-    pub fn expect(mut self, prefix: impl Into<String>) -> Self {
-        self.expect.push(prefix.into());
+    /// Adds an information-line prefix (e.g. `"+CSQ:"`): lines starting with it belong
+    /// to this command; other lines are URCs.
+    pub fn with_info(mut self, prefix: impl Into<String>) -> Self {
+        self.info_prefixes.push(prefix.into());
         self
     }
 
@@ -55,7 +55,7 @@ impl Command {
     /// that is not a recognised URC belongs to it — except a line that starts like a
     /// vendor result (`+`, `^`, `#`, `!`, `$`, `%`, `*`) under another name than the
     /// command's own or an expected prefix (`+QIND: ...` is never an IMEI).
-    pub fn expect_raw(mut self) -> Self {
+    pub fn with_raw_info(mut self) -> Self {
         self.raw = true;
         self
     }
@@ -90,7 +90,7 @@ impl Command {
     /// *excluding* the SMSC part that `hex` starts with (27.005 §3.5.1).
     pub fn cmgs(tpdu_len: usize, hex: impl Into<String>) -> Self {
         Self::new(format!("AT+CMGS={tpdu_len}"))
-            .expect("+CMGS:")
+            .with_info("+CMGS:")
             .timeout(CMGS_TIMEOUT)
             .payload(hex.into().into_bytes())
     }
@@ -98,7 +98,7 @@ impl Command {
     /// `AT+CMGR=<index>`: one `+CMGR:` header plus its PDU line.
     pub fn cmgr(index: u32) -> Self {
         Self::new(format!("AT+CMGR={index}"))
-            .expect("+CMGR:")
+            .with_info("+CMGR:")
             .timeout(STORAGE_TIMEOUT)
     }
 
@@ -106,7 +106,7 @@ impl Command {
     /// `+CMGL:` header plus PDU line per record.
     pub fn cmgl(stat: u8) -> Self {
         Self::new(format!("AT+CMGL={stat}"))
-            .expect("+CMGL:")
+            .with_info("+CMGL:")
             .timeout(STORAGE_TIMEOUT)
     }
 
@@ -117,52 +117,55 @@ impl Command {
 
     /// `AT+CSQ`.
     pub fn csq() -> Self {
-        Self::new("AT+CSQ").expect("+CSQ:").lenient()
+        Self::new("AT+CSQ").with_info("+CSQ:").lenient()
     }
 
     /// `AT+CREG?`.
     pub fn creg_query() -> Self {
-        Self::new("AT+CREG?").expect("+CREG:").lenient()
+        Self::new("AT+CREG?").with_info("+CREG:").lenient()
     }
 
     /// `AT+CPIN?` (the query; entering a PIN is never lenient).
     pub fn cpin_query() -> Self {
-        Self::new("AT+CPIN?").expect("+CPIN:").lenient()
+        Self::new("AT+CPIN?").with_info("+CPIN:").lenient()
     }
 
     /// `AT+COPS?`.
     pub fn cops_query() -> Self {
-        Self::new("AT+COPS?").expect("+COPS:").lenient()
+        Self::new("AT+COPS?").with_info("+COPS:").lenient()
     }
 
     /// `AT+CSCA?` (SMSC address).
     pub fn csca_query() -> Self {
-        Self::new("AT+CSCA?").expect("+CSCA:").lenient()
+        Self::new("AT+CSCA?").with_info("+CSCA:").lenient()
     }
 
     /// `AT+CGSN` (IMEI, bare line).
     pub fn cgsn() -> Self {
-        Self::new("AT+CGSN").expect_raw().lenient()
+        Self::new("AT+CGSN").with_raw_info().lenient()
     }
 
     /// `AT+CIMI` (IMSI, bare line).
     pub fn cimi() -> Self {
-        Self::new("AT+CIMI").expect_raw().lenient()
+        Self::new("AT+CIMI").with_raw_info().lenient()
     }
 
     /// `AT+CGMI` (manufacturer, bare line).
     pub fn cgmi() -> Self {
-        Self::new("AT+CGMI").expect_raw().lenient()
+        Self::new("AT+CGMI").with_raw_info().lenient()
     }
 
     /// `AT+CGMM` (model, bare line).
     pub fn cgmm() -> Self {
-        Self::new("AT+CGMM").expect_raw().lenient()
+        Self::new("AT+CGMM").with_raw_info().lenient()
     }
 
     /// `ATI` (identification, bare lines; some firmware adds `+GCAP: ...`).
     pub fn ati() -> Self {
-        Self::new("ATI").expect("+GCAP:").expect_raw().lenient()
+        Self::new("ATI")
+            .with_info("+GCAP:")
+            .with_raw_info()
+            .lenient()
     }
 
     /// `AT+CRSM=176,12258,0,0,10`: READ BINARY of EF_ICCID (2FE2), the SIM's ICCID as
@@ -170,7 +173,7 @@ impl Command {
     /// without the PIN.
     pub fn crsm_iccid() -> Self {
         Self::new("AT+CRSM=176,12258,0,0,10")
-            .expect("+CRSM:")
+            .with_info("+CRSM:")
             .lenient()
     }
 
@@ -187,7 +190,7 @@ impl Command {
 
     /// The response prefixes.
     pub fn expected(&self) -> &[String] {
-        &self.expect
+        &self.info_prefixes
     }
 
     /// Whether bare text lines belong to this command.
@@ -212,7 +215,9 @@ impl Command {
 
     /// Whether `line` is a response line of this command by prefix.
     pub(crate) fn matches_prefix(&self, line: &str) -> bool {
-        self.expect.iter().any(|p| starts_with_ignore_case(line, p))
+        self.info_prefixes
+            .iter()
+            .any(|p| starts_with_ignore_case(line, p))
     }
 
     /// The command's own result name, from its text: `+CGMI` for `AT+CGMI`, `^ICCID`

@@ -130,14 +130,17 @@ impl Lexer {
         self.prompt_pending = pending;
     }
 
-    /// Drops a buffered partial line that starts with `>`. Called when a command is about
-    /// to be sent: bytes that arrived before it can never be its prompt, and a stale
-    /// lone `>` taken as the prompt would send the PDU before the modem asked for it.
+    /// Drops a buffered `>` (and the space after it) at the start of a line. Called when a
+    /// command is about to be sent: bytes that arrived before it can never be its
+    /// prompt, and a stale `>` taken as the prompt would send the PDU before the modem
+    /// asked for it. Whatever followed the `>` stays and is read as usual, so the result
+    /// is the same whether the bytes after it were already buffered or not (the modem
+    /// may have sent them in the same read or the next).
     pub fn drop_stale_prompt(&mut self) {
         let blank = self.buf.iter().take_while(|&&b| is_eol(b)).count();
-        let rest = &self.buf[blank..];
-        if rest.first() == Some(&b'>') && !rest.iter().any(|&b| is_eol(b)) {
-            self.buf.clear();
+        if self.buf.get(blank) == Some(&b'>') {
+            let end = blank + 1 + usize::from(self.buf.get(blank + 1) == Some(&b' '));
+            self.buf.drain(..end);
         }
     }
 

@@ -786,7 +786,7 @@ fn resync_failure_after_attempts_then_queue_goes_on() {
     let t0 = Instant::now();
     let config = SessionConfig::default();
     let mut s = Session::with_config(config.clone());
-    s.send(Command::new("AT+CFUN?").expect("+CFUN:"), t0)
+    s.send(Command::new("AT+CFUN?").with_info("+CFUN:"), t0)
         .unwrap();
     s.send(Command::csq(), t0).unwrap();
     let mut out = Output::default();
@@ -1630,6 +1630,16 @@ proptest! {
         cmds in proptest::collection::vec(arb_command(), 0..5),
         sizes in proptest::collection::vec(1usize..30, 1..10),
     ) {
+        // A `>` at a line start while a payload command is queued is a prompt or a stale
+        // one depending on whether it arrived before or after the command was written:
+        // the split decides that, legitimately (see
+        // `a_stale_prompt_is_ignored_however_the_bytes_are_split`).
+        let payload = cmds.iter().any(|c| c.payload_bytes().is_some());
+        let line_gt = input
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'>' && (i == 0 || matches!(input[i - 1], b'\r' | b'\n')));
+        prop_assume!(!(payload && line_gt));
         let whole = feed_chunks(&cmds, &input, &[usize::MAX], false);
         let chunked = feed_chunks(&cmds, &input, &sizes, false);
         prop_assert_eq!(whole, chunked);
@@ -1674,5 +1684,32 @@ proptest! {
             while l.next_token().is_some() {}
             prop_assert!(l.buffered() <= lexer::MAX_LINE + size);
         }
+    }
+}
+
+/// Found by `chunking_does_not_change_events`: `> ` that arrived in the same read as
+/// the `OK` before `AT+CMGS` was written is a stale prompt, not this command's. It used
+/// to be taken as the prompt when the rest of its line had arrived too, and dropped when
+/// the read ended right after the `>`: the PDU went out or not depending on the split.
+#[test]
+fn a_stale_prompt_is_ignored_however_the_bytes_are_split() {
+    let input = format!("OK\r\n> {PDU_A}\r\n").into_bytes();
+    let cmds = vec![
+        Command::new("AT+CSQ").with_info("+CSQ:").lenient(),
+        Command::cmgs(23, "00110000"),
+    ];
+    let whole = feed_chunks(&cmds, &input, &[usize::MAX], false);
+    assert_eq!(
+        whole.tx.len(),
+        2,
+        "no PDU before the modem asked for it: {whole:?}"
+    );
+    // Every first read that holds the `OK` and the `>`, whatever else it holds. (A read
+    // ending before the `>` is another story: the `>` then comes after `AT+CMGS` was
+    // written and is, as far as anyone can tell, its prompt.)
+    let gt = input.iter().position(|&b| b == b'>').unwrap_or(0);
+    for first in gt + 1..input.len() {
+        let chunked = feed_chunks(&cmds, &input, &[first, usize::MAX], false);
+        assert_eq!(chunked, whole, "first read {first} bytes");
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 type Res<T> = Result<T, Box<dyn Error>>;
 
 #[derive(Args, Debug, Clone)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The daemon's API (default $GSMGW_URL or http://127.0.0.1:8080).
     #[arg(long, env = "GSMGW_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
@@ -21,7 +21,7 @@ pub struct Conn {
 }
 
 #[derive(Args, Debug)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     #[command(flatten)]
     conn: Conn,
     /// Recipient (E.164, or national with the daemon's default region).
@@ -45,7 +45,7 @@ pub struct SendArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     conn: Conn,
     /// Print JSON instead of a table.
@@ -54,7 +54,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct MessagesArgs {
+pub(crate) struct MessagesArgs {
     #[command(flatten)]
     conn: Conn,
     /// Only this status (queued, sending, sent, delivered, failed, expired, cancelled).
@@ -136,7 +136,7 @@ fn api_error(status: u16, v: &Value) -> String {
     }
 }
 
-pub fn send(a: SendArgs) -> Res<()> {
+pub(crate) fn send(a: SendArgs) -> Res<()> {
     let api = Api::new(&a.conn)?;
     if let Some(path) = &a.csv {
         return send_csv(&api, path, &a);
@@ -254,9 +254,11 @@ fn send_csv(api: &Api, path: &PathBuf, a: &SendArgs) -> Res<()> {
     }
 }
 
-pub fn status(a: StatusArgs) -> Res<()> {
+pub(crate) fn status(a: StatusArgs) -> Res<()> {
     let api = Api::new(&a.conn)?;
     let modems = api.ok(reqwest::Method::GET, "/v1/modems", None)?;
+    // `{"items": […]}` since 0.2; a bare array from an older daemon.
+    let modems = modems.get("items").cloned().unwrap_or(modems);
     let sims = api.ok(reqwest::Method::GET, "/v1/sims", None)?;
     let (_, metrics) = api.call(reqwest::Method::GET, "/metrics", None)?;
     let mut depth = Map::new();
@@ -320,7 +322,7 @@ pub fn status(a: StatusArgs) -> Res<()> {
     Ok(())
 }
 
-pub fn messages(a: MessagesArgs) -> Res<()> {
+pub(crate) fn messages(a: MessagesArgs) -> Res<()> {
     let api = Api::new(&a.conn)?;
     let mut q = vec![format!("limit={}", a.limit.clamp(1, 1000))];
     if let Some(s) = &a.status {

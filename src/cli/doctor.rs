@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::modem::{ModemError, Registration, Report, SimState};
 
 #[derive(Args, Debug)]
-pub struct DoctorArgs {
+pub(crate) struct DoctorArgs {
     /// A port to check (repeatable); default: `[modems] ports` from the config, else
     /// `/dev/gsmgw/*`, `/dev/ttyUSB*` and `/dev/ttyACM*`.
     #[arg(long = "port", value_name = "PORT")]
@@ -45,7 +45,7 @@ pub struct DoctorArgs {
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     /// Nothing is sent through this port (or at all) until it is fixed.
     Blocking,
     /// Sending works, but worse or not for long.
@@ -54,7 +54,7 @@ pub enum Severity {
 
 /// One thing that is wrong, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// A stable name: `port_busy`, `stale_lock`, `no_at`, `sim_pin`, `sim_puk`,
     /// `sim_absent`, `sim_failure`, `no_smsc`, `registration_denied`,
     /// `not_registered`, `weak_signal`, `port_permission`, `port_open`,
@@ -518,7 +518,7 @@ fn default_ports(cfg_ports: &[String]) -> Vec<String> {
     out
 }
 
-pub fn run(a: DoctorArgs) -> Result<(), Box<dyn Error>> {
+pub(crate) fn run(a: DoctorArgs) -> Result<(), Box<dyn Error>> {
     let cfg = super::serve::load(a.config.as_deref(), true)?;
     let ports = if a.ports.is_empty() {
         default_ports(&cfg.modems.ports)

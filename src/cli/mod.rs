@@ -2,6 +2,7 @@
 //! command family. Each command prints JSON on stdout where another tool may read it,
 //! and exactly one `error: …` line on stderr with a non-zero exit when it fails.
 
+mod backup;
 mod client;
 mod doctor;
 mod modem;
@@ -14,6 +15,7 @@ mod webhook;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// The parsed command line: one command and its arguments.
 #[derive(Parser, Debug)]
 #[command(name = "gsmgw", version, about = "SMS gateway for banks of GSM modems")]
 pub struct Cli {
@@ -46,6 +48,10 @@ enum Command {
     Messages(client::MessagesArgs),
     /// Check the host and each modem port; print what is wrong and how to fix it.
     Doctor(doctor::DoctorArgs),
+    /// An online, verified copy of the database (the daemon keeps serving).
+    Backup(backup::BackupArgs),
+    /// The message history as NDJSON or CSV (`--since 7d --format csv`).
+    Export(backup::ExportArgs),
     /// Webhook helpers (`webhook callback-key`: the key that signs callbacks).
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
@@ -55,7 +61,7 @@ enum Command {
 pub const EX_CONFIG: u8 = 78;
 
 /// Runs the command line and maps failures to one stderr line and exit code 1 (78 for
-/// a configuration error).
+/// a configuration error or a damaged database).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -70,6 +76,8 @@ pub fn main() -> ExitCode {
         Command::Messages(a) => client::messages(a),
         Command::Webhook(cmd) => webhook::run(cmd),
         Command::Doctor(a) => doctor::run(a),
+        Command::Backup(a) => backup::backup(a),
+        Command::Export(a) => backup::export(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,7 +85,12 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             // EX_CONFIG: the unit's RestartPreventExitStatus=78 stops systemd from
             // restarting a daemon whose configuration is wrong in a loop.
-            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+            // A damaged database is the same kind of stop: restarting cannot fix it.
+            let corrupt = matches!(
+                e.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Corrupt { .. })
+            );
+            if corrupt || e.downcast_ref::<crate::config::ConfigError>().is_some() {
                 ExitCode::from(EX_CONFIG)
             } else {
                 ExitCode::FAILURE

@@ -7,17 +7,20 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::pdu::random_reference;
 use super::probe::{bring_up, oneshot_config, opener};
-use crate::modem::SendRequest;
+use crate::modem::ModemError;
+use crate::pdu::plan::plan_parts;
+use crate::pdu::{Address, SubmitOptions};
 
 #[derive(Subcommand, Debug)]
-pub enum ModemCommand {
+pub(crate) enum ModemCommand {
     /// Send a text through one modem and print the MR of each part.
     Send(SendArgs),
 }
 
 #[derive(Args, Debug)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// A device path or `tcp://host:port`.
     port: String,
     /// Recipient: +E.164 or national digits.
@@ -48,29 +51,37 @@ pub struct SendArgs {
     text: String,
 }
 
-pub fn run(cmd: ModemCommand) -> Result<(), Box<dyn Error>> {
+pub(crate) fn run(cmd: ModemCommand) -> Result<(), Box<dyn Error>> {
     let ModemCommand::Send(a) = cmd;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let out = rt.block_on(async {
         let mut cfg = oneshot_config(a.timeout, a.pin.as_deref());
-        cfg.send_timeout = a.send_timeout;
+        cfg.timeouts.send = a.send_timeout;
         cfg.smsc = a.smsc.clone();
         let (mut m, sim) = bring_up(opener(&a.port, a.shared, a.baud)?, cfg).await?;
         if let Some(e) = sim {
             return Err::<_, Box<dyn Error>>(e.into());
         }
-        let mut req = SendRequest::new(a.to.clone(), a.text.clone());
-        req.status_report = a.status_report;
-        let r = m.send(&req).await?;
-        let parts: Vec<_> = r
-            .mrs
+        // Planned and encoded exactly as the daemon does (one planner, one part type).
+        // A text that cannot be encoded fails as before: `error: message: …`.
+        let planned = Address::parse(&a.to).and_then(|to| {
+            let mut opts = SubmitOptions::new(to);
+            opts.status_report = a.status_report;
+            opts.concat_ref = random_reference();
+            plan_parts(&a.text, &opts)
+        });
+        let (plan, parts) = planned.map_err(ModemError::from)?;
+        // The MRs come back in order from `send`; nothing listens for progress here.
+        let (progress, _) = tokio::sync::mpsc::unbounded_channel();
+        let mrs = m.send(&parts, &progress).await?;
+        let parts: Vec<_> = parts
             .iter()
-            .enumerate()
-            .map(|(i, mr)| json!({"seq": i + 1, "mr": mr}))
+            .zip(&mrs)
+            .map(|(p, mr)| json!({"seq": p.seq, "mr": mr}))
             .collect();
-        Ok(json!({"port": a.port, "to": a.to, "encoding": r.encoding, "parts": parts}))
+        Ok(json!({"port": a.port, "to": a.to, "encoding": plan.encoding.name(), "parts": parts}))
     })?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 #[derive(Subcommand, Debug)]
-pub enum PduCommand {
+pub(crate) enum PduCommand {
     /// Encode a text as SMS-SUBMIT PDUs, one per part, ready for AT+CMGS.
     Encode(EncodeArgs),
     /// Decode a PDU (SMS-DELIVER, SMS-SUBMIT or SMS-STATUS-REPORT) given in hex.
@@ -17,7 +17,7 @@ pub enum PduCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct EncodeArgs {
+pub(crate) struct EncodeArgs {
     /// Recipient: +E.164, national digits, or an alphanumeric name.
     #[arg(long)]
     to: String,
@@ -51,7 +51,7 @@ pub struct EncodeArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct DecodeArgs {
+pub(crate) struct DecodeArgs {
     /// The PDU has no leading SMSC field (as with `AT+CMGS` input or a bare TPDU).
     #[arg(long)]
     no_smsc: bool,
@@ -59,7 +59,7 @@ pub struct DecodeArgs {
     hex: String,
 }
 
-pub fn run(cmd: PduCommand) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn run(cmd: PduCommand) -> Result<(), Box<dyn std::error::Error>> {
     let out = match cmd {
         PduCommand::Encode(a) => encode(a)?,
         PduCommand::Decode(a) => decode_json(&pdu::decode_hex(&a.hex, !a.no_smsc)?),
@@ -110,9 +110,9 @@ fn encode(a: EncodeArgs) -> Result<Value, Box<dyn std::error::Error>> {
     }))
 }
 
-/// A reference that differs between invocations, so two messages encoded by separate
-/// runs don't collide in the recipient's reassembly.
-fn random_reference() -> u16 {
+/// A reference that differs between invocations, so two messages encoded (or sent, by
+/// `gsmgw modem send`) by separate runs don't collide in the recipient's reassembly.
+pub(crate) fn random_reference() -> u16 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -128,7 +128,7 @@ fn national_json(t: Gsm7Tables) -> Value {
 }
 
 /// The JSON view of a decoded PDU; field names are a contract (docs/cli.md).
-pub fn decode_json(p: &pdu::Pdu) -> Value {
+pub(crate) fn decode_json(p: &pdu::Pdu) -> Value {
     let mut v = match &p.tpdu {
         Tpdu::Deliver(d) => deliver_json(d),
         Tpdu::Submit(s) => submit_json(s),

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Timeouts;
+
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -14,7 +16,7 @@ use crate::modem::{Endpoint, EndpointOpener, Modem, ModemConfig, ModemError, Ope
 
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("target").required(true).args(["port", "scan"]))]
-pub struct ProbeArgs {
+pub(crate) struct ProbeArgs {
     /// A device path (`/dev/ttyUSB2`) or `tcp://host:port`.
     port: Option<String>,
     /// Probe every path matching this glob (`/dev/ttyUSB*`) and say which speak AT.
@@ -38,11 +40,14 @@ pub struct ProbeArgs {
 /// (if any) for whatever SIM is inserted.
 pub(crate) fn oneshot_config(timeout: Duration, pin: Option<&str>) -> ModemConfig {
     let mut cfg = ModemConfig {
-        command_timeout: timeout,
-        storage_timeout: timeout.max(Duration::from_secs(10)),
-        cfun_timeout: timeout,
+        timeouts: Timeouts {
+            command: timeout,
+            storage: timeout.max(Duration::from_secs(10)),
+            cfun: timeout,
+            sim_wait: Duration::from_secs(10),
+            ..Timeouts::default()
+        },
         sync_attempts: 2,
-        sim_wait: Duration::from_secs(10),
         sweep: false,
         session: SessionConfig {
             drain_quiet: Duration::from_millis(200),
@@ -91,7 +96,7 @@ async fn probe_one(port: String, a: Arc<ProbeArgs>) -> Result<Report, ModemError
     Ok(m.report().clone())
 }
 
-pub fn run(a: ProbeArgs) -> Result<(), Box<dyn Error>> {
+pub(crate) fn run(a: ProbeArgs) -> Result<(), Box<dyn Error>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Args, Debug)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Configuration file (default /etc/gsmgw/gsmgw.toml, built-in defaults if missing).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -44,7 +44,7 @@ fn parse_latency(s: &str) -> Result<(u64, u64), String> {
 }
 
 #[derive(Args, Debug)]
-pub struct CheckConfigArgs {
+pub(crate) struct CheckConfigArgs {
     /// Configuration file (default /etc/gsmgw/gsmgw.toml).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -101,7 +101,7 @@ fn init_logging(level: &str, journald: Option<bool>) {
         .try_init();
 }
 
-pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // An explicitly named file must exist; the default one may be missing (defaults).
     let config = load(args.config.as_deref(), true)?;
     init_logging(&config.log.level, config.log.journald);
@@ -199,7 +199,7 @@ fn random_token() -> std::io::Result<String> {
     Ok(crate::pdu::hex::encode(&b).to_lowercase())
 }
 
-pub fn check(args: CheckConfigArgs) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn check(args: CheckConfigArgs) -> Result<(), Box<dyn std::error::Error>> {
     let path = args.config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
     let c = Config::load(&path)?;
     println!(

@@ -6,13 +6,13 @@ use clap::{Args, Subcommand};
 use rand::TryRngCore;
 
 #[derive(Subcommand, Debug)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Make a new token; prints the token and the config lines that accept it.
     New(NewArgs),
 }
 
 #[derive(Args, Debug)]
-pub struct NewArgs {
+pub(crate) struct NewArgs {
     /// Comma-separated: send, read, admin.
     #[arg(long, value_delimiter = ',', required = true)]
     scopes: Vec<String>,
@@ -21,13 +21,13 @@ pub struct NewArgs {
     name: String,
 }
 
-pub fn run(cmd: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn run(cmd: TokenCommand) -> Result<(), Box<dyn std::error::Error>> {
     let TokenCommand::New(args) = cmd;
     let mut scopes: Vec<String> = Vec::new();
     for s in &args.scopes {
         let s = s.trim().to_lowercase();
         if !crate::config::SCOPES.contains(&s.as_str()) {
-            return Err(format!("unknown scope {s:?} (send, read, admin)").into());
+            return Err(format!("unknown scope {s:?} (send, read, admin, metrics)").into());
         }
         if !scopes.contains(&s) {
             scopes.push(s);

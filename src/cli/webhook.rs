@@ -5,7 +5,7 @@ use clap::Subcommand;
 use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
-pub enum WebhookCommand {
+pub(crate) enum WebhookCommand {
     /// Print the callback key: `[webhooks] callback_secret`, else the one derived from
     /// the operator's secret (`GSMGW_WEBHOOK_SECRET` or `[webhooks] secret`).
     CallbackKey {
@@ -15,7 +15,7 @@ pub enum WebhookCommand {
     },
 }
 
-pub fn run(cmd: WebhookCommand) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn run(cmd: WebhookCommand) -> Result<(), Box<dyn std::error::Error>> {
     match cmd {
         WebhookCommand::CallbackKey { config } => {
             let cfg = super::serve::load(config.as_deref(), true)?;

@@ -23,7 +23,9 @@ pub struct TokenConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
+    /// Requests per second the bucket refills at (default 1000); must be above 0.
     pub per_second: f64,
+    /// Requests allowed at once, the bucket's size (default 2000); at least 1.
     pub burst: u32,
 }
 
@@ -70,9 +72,13 @@ impl Default for OtpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptOutConfig {
+    /// Act on the keywords at all (default true); off, inbound messages never change
+    /// the suppression list.
     pub enabled: bool,
     /// Whole-message keywords, any case.
     pub stop_keywords: Vec<String>,
+    /// Whole-message keywords, any case, that take the sender off the suppression
+    /// list again (default `START`, `UNSTOP`, `SUBSCRIBE`).
     pub start_keywords: Vec<String>,
     /// Security codes (`/v1/otp`) still go to suppressed numbers: the user asked for
     /// them.
@@ -99,7 +105,9 @@ impl Default for OptOutConfig {
     }
 }
 
-pub const SCOPES: &[&str] = &["send", "read", "admin"];
+/// API token scopes: `send` (and act on one's own messages and codes), `read`, `admin`
+/// (everything), `metrics` (`/metrics` only, which holds no message text).
+pub const SCOPES: &[&str] = &["send", "read", "admin", "metrics"];
 
 /// Checks the API's keys; returns (key, message) for the first problem.
 pub(crate) fn validate(http: &super::HttpConfig, otp: &OtpConfig) -> Result<(), (String, String)> {
@@ -116,12 +124,15 @@ pub(crate) fn validate(http: &super::HttpConfig, otp: &OtpConfig) -> Result<(), 
             );
         }
         if t.scopes.is_empty() {
-            return bad(key("scopes"), "give at least one of send, read, admin");
+            return bad(
+                key("scopes"),
+                "give at least one of send, read, admin, metrics",
+            );
         }
         if let Some(s) = t.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
             return Err((
                 key("scopes"),
-                format!("unknown scope {s:?} (send, read, admin)"),
+                format!("unknown scope {s:?} (send, read, admin, metrics)"),
             ));
         }
         if let Some(r) = &t.rate_limit {

@@ -3,8 +3,12 @@
 //! a typo without reading source code. Unknown keys are errors, not silently ignored.
 
 mod api;
+mod retention;
+mod timeouts;
 
 pub use api::{OptOutConfig, OtpConfig, RateLimitConfig, SCOPES, TokenConfig};
+pub use retention::RetentionConfig;
+pub use timeouts::Timeouts;
 
 use crate::pool::PoolConfig;
 use crate::store::InFlightPolicy;
@@ -12,27 +16,44 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use thiserror::Error;
+use timeouts::{ms, secs};
 
 /// Where the daemon looks without `--config`.
 pub const DEFAULT_PATH: &str = "/etc/gsmgw/gsmgw.toml";
 
+/// Why a configuration file was not loaded; every variant names the file.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file could not be read (missing, unreadable, not UTF-8).
     #[error("{path}: {message}")]
-    Read { path: PathBuf, message: String },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        message: String,
+    },
     /// `path:line:column: message` — the format editors and CI logs link to.
     #[error("{path}:{line}:{column}: {message}")]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// 1-based line of the TOML error.
         line: usize,
+        /// 1-based column (in characters) of the TOML error.
         column: usize,
+        /// The TOML parser's message (syntax, wrong type, unknown key).
         message: String,
     },
+    /// The file parsed but a value is out of range or inconsistent.
     #[error("{path}: {key}: {message}")]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// Dotted path of the offending key (`modems.port[0].baud`).
         key: String,
+        /// What is wrong and what is allowed.
         message: String,
     },
 }
@@ -42,17 +63,29 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `[http]`: the API's listener, tokens and request limits.
     pub http: HttpConfig,
+    /// `[otp]`: `POST /v1/otp` defaults and limits.
     pub otp: OtpConfig,
+    /// `[optout]`: STOP/START keywords in inbound messages.
     pub optout: OptOutConfig,
+    /// `[store]`: the SQLite database.
     pub store: StoreConfig,
+    /// `[modems]`: which ports are modems, and how they are driven.
     pub modems: ModemsConfig,
+    /// `[dispatch]`: retries, status-report matching and multipart limits.
     pub dispatch: DispatchConfig,
+    /// `[pool]`: SIM selection, quotas and routes.
     pub pool: PoolConfig,
+    /// `[log]`: level, bodies, journald.
     pub log: LogConfig,
+    /// `[webhooks]`: where events are posted and how they are retried.
     pub webhooks: WebhooksConfig,
+    /// How long rows are kept before they are pruned.
+    pub retention: RetentionConfig,
 }
 
+/// `[http]`: the HTTP API's listener, tokens, number rules and request limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
@@ -106,9 +139,11 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[store]`: the SQLite database that holds the queue, reports, inbox and events.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// The database file, created if absent (default `/var/lib/gsmgw/gsmgw.db`).
     pub path: PathBuf,
     /// What to do with a part whose `AT+CMGS` was in flight at a crash.
     pub in_flight: InFlightPolicy,
@@ -123,6 +158,8 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[modems]`: which ports are modems, their SIM PINs and SMSCs, serial settings and
+/// the driver's timeouts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModemsConfig {
@@ -157,6 +194,7 @@ pub struct ModemsConfig {
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PortConfig {
+    /// A device path or glob (`/dev/serial0`, `/dev/ttyUSB*`); required.
     pub path: String,
     /// Overrides `modems.baud`.
     pub baud: Option<u32>,
@@ -175,8 +213,10 @@ pub struct PortConfig {
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FlowControl {
+    /// `"none"` (default): no flow control.
     #[default]
     None,
+    /// `"rtscts"`: hardware flow control on the RTS/CTS lines.
     Rtscts,
 }
 
@@ -209,15 +249,16 @@ fn valid_init(s: &str) -> bool {
 
 impl Default for ModemsConfig {
     fn default() -> Self {
+        let t = Timeouts::default();
         ModemsConfig {
             ports: vec!["/dev/gsmgw/*".into()],
             exclusive: true,
-            command_timeout_ms: 5_000,
-            send_timeout_ms: 60_000,
+            command_timeout_ms: ms(t.command),
+            send_timeout_ms: ms(t.send),
             pins: BTreeMap::new(),
-            health_interval_secs: 30,
-            remove_after_secs: 60,
-            rescan_secs: 10,
+            health_interval_secs: secs(t.health_interval),
+            remove_after_secs: secs(t.remove_after),
+            rescan_secs: secs(t.rescan),
             baud: 115_200,
             smsc: BTreeMap::new(),
             port: Vec::new(),
@@ -225,6 +266,8 @@ impl Default for ModemsConfig {
     }
 }
 
+/// `[dispatch]`: retries of outbound messages, status-report matching and multipart
+/// limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DispatchConfig {
@@ -232,6 +275,8 @@ pub struct DispatchConfig {
     pub max_attempts: u32,
     /// First retry delay; doubles each attempt up to `retry_max_ms`.
     pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds (default 300 000, 5 min); at least
+    /// `retry_base_ms`.
     pub retry_max_ms: u64,
     /// How long after sending a status report may still match a part.
     pub report_window_secs: u64,
@@ -247,18 +292,20 @@ pub struct DispatchConfig {
 
 impl Default for DispatchConfig {
     fn default() -> Self {
+        let t = Timeouts::default();
         DispatchConfig {
             max_attempts: 5,
-            retry_base_ms: 2_000,
-            retry_max_ms: 300_000,
-            report_window_secs: 3 * 24 * 3600,
-            reassembly_timeout_secs: 15 * 60,
+            retry_base_ms: ms(t.retry_base),
+            retry_max_ms: ms(t.retry_max),
+            report_window_secs: secs(t.report_window),
+            reassembly_timeout_secs: secs(t.reassembly),
             max_parts: 10,
             queue_window: 10_000,
         }
     }
 }
 
+/// `[log]`: what the daemon logs and where.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -296,6 +343,7 @@ pub struct WebhooksConfig {
     pub connect_timeout_secs: u64,
     /// First retry delay; doubles per failed attempt up to `retry_max_ms`.
     pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds (default 3 600 000, 1 h).
     pub retry_max_ms: u64,
     /// Attempts before an event is given up (kept in the store with its last error).
     pub max_attempts: u32,
@@ -350,8 +398,11 @@ impl WebhooksConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum WebhookUrl {
+    /// `"https://…"`: every event goes to this URL.
     All(String),
+    /// `{ url = "https://…", events = [...] }`: only the listed kinds.
     Filtered {
+        /// The endpoint (`http://` or `https://`).
         url: String,
         /// Event kinds (`message.sent`, …); `message.*` for every message event.
         events: Vec<String>,
@@ -359,6 +410,7 @@ pub enum WebhookUrl {
 }
 
 impl WebhookUrl {
+    /// The endpoint, whichever form it was given in.
     pub fn url(&self) -> &str {
         match self {
             WebhookUrl::All(u) | WebhookUrl::Filtered { url: u, .. } => u,
@@ -386,6 +438,24 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
 ];
 
 impl Config {
+    /// The timeouts this file sets, the rest at their defaults: what the daemon hands
+    /// the modem driver and the dispatcher.
+    pub fn timeouts(&self) -> Timeouts {
+        let (m, d) = (&self.modems, &self.dispatch);
+        Timeouts {
+            command: Duration::from_millis(m.command_timeout_ms),
+            send: Duration::from_millis(m.send_timeout_ms),
+            health_interval: Duration::from_secs(m.health_interval_secs),
+            remove_after: Duration::from_secs(m.remove_after_secs),
+            rescan: Duration::from_secs(m.rescan_secs),
+            retry_base: Duration::from_millis(d.retry_base_ms),
+            retry_max: Duration::from_millis(d.retry_max_ms),
+            report_window: Duration::from_secs(d.report_window_secs),
+            reassembly: Duration::from_secs(d.reassembly_timeout_secs),
+            ..Timeouts::default()
+        }
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {

@@ -2,42 +2,22 @@
 //! through (what modems receive is committed by [`super::sink`]), and the watcher that turns modem state into pool status.
 
 use crate::at::Classification;
-use crate::dispatch::outbound::BoxFuture as DispatchFuture;
-use crate::dispatch::{Dispatcher, FailureKind, Outbound, PartSent, SendFailure, SendJob};
-use crate::modem::{ModemError, ModemHandle, ModemState, PduPart};
+use crate::dispatch::{Dispatcher, FailureKind, Outbound, SendFailure, SendJob};
+use crate::modem::{BoxFuture, ModemError, ModemHandle, ModemState};
 use crate::pool::ModemStatus;
-use crate::store::{self, Store, now_ms};
+use crate::store::{self, Store};
 use crate::webhook::Webhooks;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// A modem task as the dispatcher's [`Outbound`].
 pub struct ModemOutbound(pub Arc<ModemHandle>);
 
 impl Outbound for ModemOutbound {
-    fn send(&self, job: SendJob) -> DispatchFuture<'_, Result<(), SendFailure>> {
-        Box::pin(async move {
-            let parts: Vec<PduPart> = job
-                .parts
-                .iter()
-                .map(|p| PduPart {
-                    seq: p.seq,
-                    hex: p.pdu_hex.clone(),
-                    tpdu_len: p.tpdu_len,
-                })
-                .collect();
-            let (tx, mut rx) = mpsc::unbounded_channel::<(u32, u8)>();
-            let progress = job.progress.clone();
-            let forward = tokio::spawn(async move {
-                while let Some((seq, mr)) = rx.recv().await {
-                    let _ = progress.send(PartSent { seq, mr });
-                }
-            });
-            let result = self.0.send_pdus(parts, tx).await;
-            let _ = forward.await;
-            result.map(|_| ()).map_err(|e| failure(&e))
-        })
+    /// The job goes to the modem task as it is: the task reports each accepted part to
+    /// the dispatcher's progress sender itself.
+    fn send(&self, job: SendJob) -> BoxFuture<'_, Result<(), SendFailure>> {
+        Box::pin(async move { self.0.send(job).await.map_err(|e| failure(&e)) })
     }
 }
 
@@ -121,12 +101,15 @@ pub async fn watch_modem(
         if last_state.as_ref() != Some(&current)
             && webhooks.wants(crate::webhook::EventKind::ModemState)
         {
-            let (hooks, modem, st) = (webhooks.clone(), name.clone(), current.clone());
-            match store
-                .write(move |c| hooks.modem_state_event(c, &modem, &st, now_ms()))
+            let (modem, st) = (name.clone(), current.clone());
+            let now = h.clock().now_ms();
+            match webhooks
+                .record(&store, move |_, announce| {
+                    announce.modem_state(&modem, &st, now)
+                })
                 .await
             {
-                Ok(_) => webhooks.poke(),
+                Ok(_) => {}
                 Err(e) => warn!(modem = %name, error = %e, "could not record a modem.state event"),
             }
         }
@@ -148,9 +131,10 @@ pub async fn watch_modem(
                 report.operator.clone(),
                 name.clone(),
             );
+            let now = h.clock().now_ms();
             if let Err(e) = store
                 .write(move |c| {
-                    store::upsert_sim(c, &iccid, imsi.as_deref(), &modem, op.as_deref(), now_ms())
+                    store::upsert_sim(c, &iccid, imsi.as_deref(), &modem, op.as_deref(), now)
                 })
                 .await
             {

@@ -76,7 +76,10 @@ pub enum Admitted {
     /// A modem task drives it.
     Primary,
     /// Another port of the same device is driven; this one is kept in reserve.
-    Spare { primary: String },
+    Spare {
+        /// The port that is driven.
+        primary: String,
+    },
     /// It does not answer AT (probed again later).
     Ignored,
     /// Already known.
@@ -128,6 +131,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// A fleet with no modems yet; [`Fleet::add`] and [`Fleet::admit`] bring them up.
     pub fn new(
         cfg: Config,
         rejected: RejectedPins,
@@ -177,11 +181,9 @@ impl Fleet {
         let m = &self.cfg.modems;
         ModemConfig {
             name: Some(port.to_owned()),
-            command_timeout: Duration::from_millis(m.command_timeout_ms),
-            send_timeout: Duration::from_millis(m.send_timeout_ms),
+            timeouts: self.cfg.timeouts(),
             pins: m.pins.clone().into_iter().collect(),
             rejected_pins: self.rejected.clone(),
-            health_interval: Duration::from_secs(m.health_interval_secs),
             smsc_overrides: m.smsc.clone().into_iter().collect(),
             init: m
                 .port_config(port)
@@ -191,16 +193,19 @@ impl Fleet {
         }
     }
 
+    /// Whether a modem task drives `port`.
     pub fn contains(&self, port: &str) -> bool {
         self.entries
             .lock()
             .is_ok_and(|e| e.iter().any(|(p, _)| p == port))
     }
 
+    /// How many modem tasks run.
     pub fn len(&self) -> usize {
         self.entries.lock().map_or(0, |e| e.len())
     }
 
+    /// Whether no modem task runs.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -251,6 +256,7 @@ impl Fleet {
         if let Some(entry) = entry {
             entry.watcher.abort();
             let _ = entry.watcher.await;
+            crate::telemetry::modem_gone(port);
             self.dispatcher.modem_removed(port.to_owned());
             // The dispatcher drops its handle a moment later: then the task is shut
             // down in order. A task still shared after that is aborted — it must stop
@@ -311,7 +317,10 @@ impl Fleet {
         let timeout = Duration::from_millis(self.cfg.modems.command_timeout_ms.min(1_500));
         let base = self.modem_config(port);
         let cfg = ModemConfig {
-            command_timeout: timeout,
+            timeouts: crate::config::Timeouts {
+                command: timeout,
+                ..base.timeouts
+            },
             sweep: false,
             session: crate::at::SessionConfig {
                 drain_quiet: Duration::from_millis(200),
@@ -654,7 +663,7 @@ impl Fleet {
 }
 
 impl ModemsView for Fleet {
-    fn modems(&self) -> Vec<serde_json::Value> {
+    fn modems(&self) -> Vec<api::ModemView> {
         let list: Vec<(String, Arc<ModemHandle>, bool)> = self
             .entries
             .lock()
@@ -667,22 +676,23 @@ impl ModemsView for Fleet {
         list.iter()
             .map(|(name, h, enabled)| {
                 let r = h.report();
-                serde_json::json!({
-                    "id": name,
-                    "spare_ports": self.spares(name),
-                    "calls_rejected": h.calls_rejected(),
-                    "enabled": enabled,
-                    "state": h.state(),
-                    "manufacturer": r.manufacturer,
-                    "model": r.model,
-                    "imei": r.imei,
-                    "iccid": r.iccid,
-                    "imsi": r.imsi,
-                    "operator": r.operator,
-                    "signal": r.signal,
-                    "registration": r.registration.map(|g| g.name()),
-                    "storage": r.storage,
-                })
+                api::ModemView {
+                    id: api::modem_slug(name),
+                    port: name.clone(),
+                    spare_ports: self.spares(name),
+                    calls_rejected: h.calls_rejected(),
+                    enabled: *enabled,
+                    state: api::ModemStateView::from(&h.state()),
+                    manufacturer: r.manufacturer,
+                    model: r.model,
+                    imei: r.imei,
+                    iccid: r.iccid,
+                    imsi: r.imsi,
+                    operator: r.operator,
+                    signal: r.signal.map(api::SignalView::from),
+                    registration: r.registration.map(|g| g.name().to_string()),
+                    storage: r.storage.map(api::StorageView::from),
+                }
             })
             .collect()
     }
@@ -699,7 +709,7 @@ impl ModemsView for Fleet {
         &'a self,
         id: &'a str,
         action: &'a str,
-    ) -> api::BoxFuture<'a, Option<Result<serde_json::Value, String>>> {
+    ) -> api::BoxFuture<'a, Option<Result<(), String>>> {
         Box::pin(async move {
             let (h, enabled) = self.find(id)?;
             Some(match action {
@@ -707,15 +717,15 @@ impl ModemsView for Fleet {
                     let on = action == "enable";
                     enabled.send_replace(on);
                     info!(modem = id, enabled = on, "modem {action}d by the API");
-                    Ok(serde_json::json!({"id": id, "enabled": on}))
+                    Ok(())
                 }
                 "reset" => {
                     // A full modem reset: the port goes away and comes back; the driver
                     // reopens it and brings the modem up again.
                     info!(modem = id, "modem reset by the API");
                     match h.command(Command::new("AT+CFUN=1,1")).await {
-                        Ok(_) => Ok(serde_json::json!({"id": id, "reset": true})),
-                        Err(e) if e.is_link() => Ok(serde_json::json!({"id": id, "reset": true})),
+                        Ok(_) => Ok(()),
+                        Err(e) if e.is_link() => Ok(()),
                         Err(e) => Err(e.to_string()),
                     }
                 }
@@ -728,7 +738,7 @@ impl ModemsView for Fleet {
         &'a self,
         iccid: &'a str,
         code: &'a str,
-    ) -> api::BoxFuture<'a, Option<Result<serde_json::Value, String>>> {
+    ) -> api::BoxFuture<'a, Option<Result<api::UssdView, String>>> {
         Box::pin(async move {
             let found = self.entries.lock().ok().and_then(|e| {
                 e.iter()
@@ -739,11 +749,12 @@ impl ModemsView for Fleet {
             Some(
                 h.ussd(code)
                     .await
-                    .map(|r| {
-                        serde_json::json!({
-                            "iccid": iccid, "modem": name, "status": r.status,
-                            "text": r.text, "dcs": r.dcs,
-                        })
+                    .map(|r| api::UssdView {
+                        iccid: iccid.to_owned(),
+                        modem: name,
+                        status: r.status,
+                        text: r.text,
+                        dcs: r.dcs,
                     })
                     .map_err(|e| e.to_string()),
             )

@@ -15,7 +15,9 @@ use tracing::{debug, warn};
 /// A change in the set of ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortEvent {
+    /// A port appeared (its path, as the pattern matched it).
     Added(String),
+    /// A port went away.
     Removed(String),
 }
 

@@ -5,6 +5,8 @@
 pub mod bridge;
 pub mod fleet;
 pub mod hotplug;
+pub mod housekeeping;
+pub mod sim;
 pub mod sink;
 
 use crate::api::{self, ApiSettings, AppState, ModemsView};
@@ -15,6 +17,7 @@ use crate::pool::Pool;
 use crate::store::{self, Store, now_ms};
 use crate::webhook::Webhooks;
 use fleet::Fleet;
+use sim::SimBank;
 use sink::StoreSink;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,9 +28,13 @@ use tracing::{error, info, warn};
 /// What `serve` was asked for on the command line (overrides the config file).
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
+    /// The configuration file's settings (defaults when there is none).
     pub config: Config,
+    /// `--listen`: the API's address instead of `http.listen`.
     pub listen: Option<SocketAddr>,
+    /// `--db`: the database file instead of `store.path`.
     pub db: Option<PathBuf>,
+    /// `--port`: modem ports instead of `modems.ports` (empty: the config's).
     pub ports: Vec<String>,
     /// Start an in-process hw-sim bank of this many modems and use only those.
     pub sim: Option<usize>,
@@ -40,18 +47,24 @@ pub struct ServeOptions {
 /// Where a running daemon can be reached (for tests and `--sim` users).
 #[derive(Clone)]
 pub struct Running {
+    /// The address the API is bound to (the real port when `:0` was asked for).
     pub api: SocketAddr,
     /// hw-sim's control API, with `--sim`.
     pub sim_control: Option<SocketAddr>,
+    /// The daemon's database.
     pub store: Store,
+    /// The daemon's send loop.
     pub dispatcher: Dispatcher,
     /// The modems, for status lines.
     pub modems: Arc<dyn ModemsView>,
+    /// Housekeeping passes finished (retention, WAL checkpoint): tests wait on it.
+    pub housekeeping_passes: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A daemon running as a task of the current runtime (tests, benchmarks, programs that
 /// embed gsmgw): where it listens, how to stop it, and the task to await.
 pub struct Spawned {
+    /// Where it listens and what it runs.
     pub running: Running,
     /// Send (or drop) to shut the daemon down gracefully.
     pub stop: tokio::sync::oneshot::Sender<()>,
@@ -106,13 +119,14 @@ pub async fn serve_until(
     on_ready: impl FnOnce(Running),
 ) -> Result<(), Box<dyn std::error::Error>> {
     crate::telemetry::handle();
+    // The one clock every component reads (tests hand theirs to the parts they drive).
+    let clock = crate::clock::Clock::system();
     let cfg = &opts.config;
     let db = opts.db.clone().unwrap_or_else(|| cfg.store.path.clone());
     let store = Store::open(&db)?;
     info!(path = %db.display(), "store open");
 
     // The simulated bank comes first: its PTYs are the ports.
-    let mut _sim_dir = None;
     let mut bank = None;
     let mut ports = if opts.ports.is_empty() {
         cfg.modems.ports.clone()
@@ -120,31 +134,9 @@ pub async fn serve_until(
         opts.ports.clone()
     };
     if let Some(n) = opts.sim {
-        let dir = tempfile::tempdir()?;
-        let handle = hw_sim::Bank::start(hw_sim::BankConfig {
-            modems: n,
-            link_dir: dir.path().to_path_buf(),
-            profile: hw_sim::ProfileName::Generic,
-            latency: opts.sim_latency.unwrap_or((200, 200)),
-            seed: 1,
-            scenario: None,
-            tcp_base: None,
-            control: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-        })
-        .await?;
-        if let Some(addr) = handle.control_addr() {
-            println!("hw-sim control API: http://{addr}  (GET /messages shows what left the bank)");
-        }
-        for m in handle.modems() {
-            println!("hw-sim modem{} {} {}", m.index, m.path.display(), m.msisdn);
-        }
-        ports = handle
-            .modems()
-            .iter()
-            .map(|m| m.path.display().to_string())
-            .collect();
-        bank = Some(handle);
-        _sim_dir = Some(dir);
+        let (sim, sim_ports) = SimBank::start(n, opts.sim_latency.unwrap_or((200, 200))).await?;
+        ports = sim_ports;
+        bank = Some(sim);
     }
 
     // Webhooks: the worker delivers what earlier runs left in the outbox, too.
@@ -157,16 +149,16 @@ pub async fn serve_until(
             "webhooks have no secret ([webhooks] secret or GSMGW_WEBHOOK_SECRET): events go out unsigned"
         );
     }
-    let webhook_task = webhooks.start(store.clone())?;
+    let webhook_task = webhooks.start_with_clock(store.clone(), clock)?;
 
     let pool = Pool::new(cfg.pool.clone())?;
     let settings = Settings {
         max_attempts: cfg.dispatch.max_attempts,
-        retry_base: Duration::from_millis(cfg.dispatch.retry_base_ms),
-        retry_max: Duration::from_millis(cfg.dispatch.retry_max_ms),
+        timeouts: cfg.timeouts(),
         in_flight: cfg.store.in_flight,
         window: cfg.dispatch.queue_window,
         webhooks: webhooks.clone(),
+        clock,
     };
     let (dispatcher, dispatch_task) = Dispatcher::start(store.clone(), pool, settings).await?;
 
@@ -181,6 +173,7 @@ pub async fn serve_until(
                 start: cfg.optout.start_keywords.clone(),
             })
         }),
+        clock,
     });
     let rejected = {
         let initial = store.read(store::load_rejected_pins).await?;
@@ -250,18 +243,16 @@ pub async fn serve_until(
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tick.tick().await;
-                let now = now_ms();
-                let hooks = webhooks.clone();
-                let r = store
-                    .write(move |c| {
+                let now = clock.now_ms();
+                let r = webhooks
+                    .record(&store, move |c, announce| {
                         let ids = store::expire_reassembly(c, now - timeout_ms, now)?;
                         for id in &ids {
-                            hooks.inbound_event(c, *id, now)?;
+                            announce.inbound(*id, now)?;
                         }
                         Ok(ids)
                     })
                     .await;
-                webhooks.poke();
                 match r {
                     Ok(ids) if !ids.is_empty() => {
                         info!(?ids, "incomplete inbound messages delivered")
@@ -272,6 +263,16 @@ pub async fn serve_until(
             }
         })
     };
+
+    // Retention pruning and WAL checkpoints; the periods can change on reload.
+    let (_retention_tx, retention_rx) = tokio::sync::watch::channel(cfg.retention);
+    let (passes_tx, housekeeping_passes) = tokio::sync::watch::channel(0u64);
+    let housekeeping_task = tokio::spawn(housekeeping::run(
+        store.clone(),
+        retention_rx,
+        clock,
+        passes_tx,
+    ));
 
     let state = AppState {
         store: store.clone(),
@@ -297,6 +298,7 @@ pub async fn serve_until(
         store: store.clone(),
         dispatcher: dispatcher.clone(),
         modems: fleet.clone(),
+        housekeeping_passes,
     });
     // The store's writer stopping (it should not: a panicking write fails alone) ends
     // the daemon with an error, so systemd restarts it instead of leaving a process
@@ -334,6 +336,7 @@ pub async fn serve_until(
     dispatcher.shutdown();
     let _ = tokio::time::timeout(left().min(Duration::from_millis(400)), dispatch_task.join).await;
     reassembly.abort();
+    housekeeping_task.abort();
     hotplug_task.abort();
     follow_task.abort();
     let _ = tokio::time::timeout(left(), fleet.remove_all()).await;

@@ -13,16 +13,19 @@ pub mod outbound;
 
 pub use outbound::{FailureKind, OutPart, Outbound, PartSent, SendFailure, SendJob};
 
+use crate::clock::Clock;
+use crate::config::Timeouts;
 use crate::pdu::{self, Address, SubmitOptions, Validity};
 use crate::pool::{ModemId, ModemStatus, Pool, SelectRequest, Selection, UsageSnapshot};
-use crate::store::{self, InFlightPolicy, MessageRecord, MessageStatus, Store, now_ms};
-use crate::webhook::{EventKind, Webhooks};
-use std::collections::{BTreeSet, HashMap};
+use crate::store::{self, InFlightPolicy, MessageRecord, MessageStatus, Store};
+use crate::webhook::{Announce, EventKind, Webhooks};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// Named priorities; any integer works, higher goes first.
@@ -58,8 +61,8 @@ pub mod priority {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_attempts: u32,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
+    /// The retry back-off (`retry_base`, `retry_max`) among the others, defined once.
+    pub timeouts: Timeouts,
     pub in_flight: InFlightPolicy,
     /// Most queued messages kept in memory; the rest wait in the store and are paged in
     /// as the window drains, so a million queued messages cost no more RAM than this.
@@ -67,17 +70,20 @@ pub struct Settings {
     /// Where status changes are announced: their events are written in the same store
     /// write as the change (outbox), and the worker is poked after the commit.
     pub webhooks: Arc<Webhooks>,
+    /// Where the dispatcher reads the time (due times, expiry, retries, quota windows):
+    /// the system clock in the daemon, [`Clock::paused`] in tests that drive time.
+    pub clock: Clock,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_attempts: 5,
-            retry_base: Duration::from_secs(2),
-            retry_max: Duration::from_secs(300),
+            timeouts: Timeouts::default(),
             in_flight: InFlightPolicy::AtLeastOnce,
             window: 10_000,
             webhooks: Arc::new(Webhooks::default()),
+            clock: Clock::system(),
         }
     }
 }
@@ -145,15 +151,9 @@ impl Queued {
             .validity_secs
             .map(|s| Validity::relative_at_least(Duration::from_secs(u64::from(s))));
         opts.concat_ref = self.concat_ref;
-        let (_, pdus) = pdu::encode_submit(&self.body, &opts)?;
-        Ok(pdus
+        let (_, parts) = pdu::plan::plan_parts(&self.body, &opts)?;
+        Ok(parts
             .into_iter()
-            .enumerate()
-            .map(|(i, p)| OutPart {
-                seq: i as u32 + 1,
-                pdu_hex: p.hex(),
-                tpdu_len: p.tpdu_len,
-            })
             .filter(|p| !self.sent_seqs.contains(&p.seq))
             .collect())
     }
@@ -181,15 +181,74 @@ enum Input {
     FailBeginAttempts(u32),
 }
 
+/// A write that records what already happened (a part went out, a send ended, a
+/// message expired). When the store cannot take it (disk full, read-only, I/O error) it
+/// is kept in memory and retried in order until it lands; meanwhile no new send starts,
+/// so nothing more happens that would have to be remembered.
+type Outcome = Arc<dyn Fn(&rusqlite::Connection, &Announce<'_>) -> store::Result<()> + Send + Sync>;
+
+/// An [`Outcome`] waiting for the store.
+struct Unwritten {
+    id: i64,
+    what: &'static str,
+    write: Outcome,
+}
+
 struct Done {
     id: i64,
     modem: ModemId,
     iccid: String,
     attempt: i64,
     sent: Vec<PartSent>,
+    /// Accepted parts whose MR the store could not take when they went out.
+    unrecorded: Vec<PartSent>,
     result: Result<(), SendFailure>,
     /// When the message was handed to the modem (for the send-latency histogram).
-    started: std::time::Instant,
+    started: Instant,
+}
+
+/// Hands a send's [`Done`] back to the loop exactly once: when the send finishes, or,
+/// should an [`Outbound`] panic, as a link failure when the unwinding drops the guard,
+/// so the modem's in-flight slot and the message are never lost.
+struct DoneGuard {
+    tx: mpsc::UnboundedSender<Done>,
+    done: Option<Done>,
+}
+
+impl DoneGuard {
+    /// Stores an accepted part's MR (before anything else happens to the message).
+    async fn part_sent(&mut self, store: &Store, clock: Clock, p: PartSent) {
+        let Some(d) = self.done.as_mut() else { return };
+        let (id, sim, mdm) = (d.id, d.iccid.clone(), d.modem.clone());
+        let r = store
+            .write(move |c| store::part_sent(c, id, p.seq, p.mr, &sim, &mdm, clock.now_ms()))
+            .await;
+        if let Err(e) = r {
+            warn!(message_id = id, seq = p.seq, error = %e, "could not record a sent part: kept and retried");
+            d.unrecorded.push(p);
+        }
+        d.sent.push(p);
+    }
+
+    fn finish(mut self, result: Result<(), SendFailure>) {
+        if let Some(mut d) = self.done.take() {
+            d.result = result;
+            let _ = self.tx.send(d);
+        }
+    }
+}
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.done.take() {
+            d.result = Err(SendFailure {
+                kind: FailureKind::Link,
+                code: "panic".into(),
+                message: "the send task failed".into(),
+            });
+            let _ = self.tx.send(d);
+        }
+    }
 }
 
 /// Talks to the dispatcher task; cheap to clone.
@@ -214,20 +273,20 @@ impl Dispatcher {
         settings: Settings,
     ) -> Result<(Dispatcher, DispatcherTask), store::StoreError> {
         let policy = settings.in_flight;
-        let hooks = settings.webhooks.clone();
-        let reconciled = store
-            .write(move |c| {
-                let now = now_ms();
+        let clock = settings.clock;
+        let reconciled = settings
+            .webhooks
+            .record(&store, move |c, announce| {
+                let now = clock.now_ms();
                 let done = store::reconcile(c, policy, now)?;
                 for r in done.iter().filter(|r| !r.requeued) {
                     if let Some(m) = store::get_message(c, r.id)? {
-                        hooks.status_event(c, r.id, m.status, now)?;
+                        announce.status(r.id, m.status, now)?;
                     }
                 }
                 Ok(done)
             })
             .await?;
-        settings.webhooks.poke();
         for r in &reconciled {
             if !r.uncertain_parts.is_empty() {
                 warn!(
@@ -258,13 +317,14 @@ impl Dispatcher {
             wait_until: None,
             done_tx,
             events: events.clone(),
-            beat: Arc::new(AtomicI64::new(now_ms())),
+            beat: Arc::new(AtomicI64::new(clock.now_ms())),
             store_has_more: true,
             store_watermark: None,
+            unwritten: VecDeque::new(),
             #[cfg(test)]
             fail_begin: 0,
         };
-        state.refill(now_ms()).await;
+        state.refill(clock.now_ms()).await;
         info!(
             queued = state.messages.len(),
             more_in_store = state.store_has_more,
@@ -358,10 +418,15 @@ struct State {
     store_has_more: bool,
     /// Load more from the store at this time (the first not-loaded future message).
     store_watermark: Option<i64>,
+    /// Outcomes the store could not take yet, oldest first.
+    unwritten: VecDeque<Unwritten>,
     /// Test-only: how many more attempt-starting writes fail.
     #[cfg(test)]
     fail_begin: u32,
 }
+
+/// How often outcomes the store could not take are tried again.
+const UNWRITTEN_RETRY_MS: i64 = 1_000;
 
 /// The loop turns at least this often even when idle, so its heartbeat proves it alive.
 pub const LIVENESS_TICK_MS: i64 = 2_000;
@@ -371,6 +436,11 @@ pub const LIVENESS_TICK_MS: i64 = 2_000;
 const SCAN_LIMIT: usize = 256;
 
 impl State {
+    /// Wall-clock now (unix ms), from the configured clock.
+    fn now_ms(&self) -> i64 {
+        self.settings.clock.now_ms()
+    }
+
     /// Keeps a message in the in-memory window, evicting the least urgent one when the
     /// window is full (it stays in the store and comes back with a later refill).
     fn add(&mut self, q: Queued, now: i64) {
@@ -457,8 +527,8 @@ impl State {
     ) {
         let mut accepting = true;
         loop {
-            self.beat.store(now_ms(), Ordering::Relaxed);
-            let now = now_ms();
+            let now = self.now_ms();
+            self.beat.store(now, Ordering::Relaxed);
             let watermark_passed = self.store_watermark.is_some_and(|w| w <= now);
             if self.store_has_more
                 && (watermark_passed || self.ready.len() < self.settings.window.max(4) / 4)
@@ -466,8 +536,10 @@ impl State {
                 self.refill(now).await;
             }
             self.promote(now);
+            self.flush_unwritten().await;
             self.expire(now).await;
-            if accepting {
+            // While outcomes wait for the store, start nothing new.
+            if accepting && self.unwritten.is_empty() {
                 self.assign().await;
             }
             let wake = self.next_wake();
@@ -477,7 +549,7 @@ impl State {
                     Some(i) => self.on_input(i),
                 },
                 Some(done) = done_rx.recv() => self.on_done(done).await,
-                _ = sleep_until_ms(wake), if wake.is_some() => {}
+                _ = sleep_until_ms(&self.settings.clock, wake), if wake.is_some() => {}
                 else => break,
             }
             if !accepting && self.modems.values().all(|m| m.in_flight == 0) {
@@ -531,11 +603,13 @@ impl State {
     fn next_wake(&self) -> Option<i64> {
         [
             // A liveness turn at least this often, for the watchdog.
-            Some(now_ms() + LIVENESS_TICK_MS),
+            Some(self.now_ms() + LIVENESS_TICK_MS),
             self.store_watermark,
             self.later.first().map(|x| x.0),
             self.expiries.first().map(|x| x.0),
             self.wait_until.map(store::to_ms),
+            // Try the store again for what it could not take.
+            (!self.unwritten.is_empty()).then(|| self.now_ms() + UNWRITTEN_RETRY_MS),
         ]
         .into_iter()
         .flatten()
@@ -571,10 +645,10 @@ impl State {
                 continue;
             }
             self.forget(id);
-            let hooks = self.settings.webhooks.clone();
-            let r = self
-                .store
-                .write(move |c| {
+            self.record(
+                id,
+                "an expiry",
+                Arc::new(move |c, announce| {
                     store::set_status(
                         c,
                         id,
@@ -583,18 +657,13 @@ impl State {
                         Some("not sent before it expired"),
                         now,
                     )?;
-                    hooks.message_event(c, id, EventKind::MessageExpired, now)?;
+                    announce.message(id, EventKind::MessageExpired, now)?;
                     Ok(())
-                })
-                .await;
-            self.settings.webhooks.poke();
-            match r {
-                Ok(()) => {
-                    info!(message_id = id, "expired before it could be sent");
-                    self.notify(id, MessageStatus::Expired, None, None, Some("expired"));
-                }
-                Err(e) => warn!(message_id = id, error = %e, "could not mark expired"),
-            }
+                }),
+            )
+            .await;
+            info!(message_id = id, "expired before it could be sent");
+            self.notify(id, MessageStatus::Expired, None, None, Some("expired"));
         }
     }
 
@@ -631,7 +700,7 @@ impl State {
                 pinned_sim: pinned,
                 avoid: &q.avoid,
             };
-            let selected_at = SystemTime::now();
+            let selected_at = self.settings.clock.now();
             match self.pool.select(&req, selected_at) {
                 Selection::Chosen(c) => {
                     self.ready.remove(&key);
@@ -659,7 +728,7 @@ impl State {
     /// gives back what the selection reserved ([`State::release`]); returns whether the
     /// send started.
     async fn start_send(&mut self, id: i64, reserved: Reserved) -> bool {
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(mut q) = self.messages.get(&id).cloned() else {
             self.release(&reserved);
             return false;
@@ -718,43 +787,44 @@ impl State {
         self.notify(id, MessageStatus::Sending, Some(&iccid), Some(&modem), None);
         debug!(message_id = id, modem = %modem, iccid = %iccid, parts = parts_out.len(), "sending");
         let store = self.store.clone();
-        let done_tx = self.done_tx.clone();
-        let started = std::time::Instant::now();
-        tokio::spawn(async move {
-            let (ptx, mut prx) = mpsc::unbounded_channel();
-            let job = SendJob {
-                message_id: id,
-                parts: parts_out,
-                progress: ptx,
-            };
-            let send = tokio::spawn(async move { outbound.send(job).await });
-            let mut sent = Vec::new();
-            while let Some(p) = prx.recv().await {
-                let (sim, mdm) = (iccid.clone(), modem.clone());
-                let r = store
-                    .write(move |c| store::part_sent(c, id, p.seq, p.mr, &sim, &mdm, now_ms()))
-                    .await;
-                if let Err(e) = r {
-                    warn!(message_id = id, seq = p.seq, error = %e, "could not record a sent part");
-                }
-                sent.push(p);
-            }
-            let result = send.await.unwrap_or_else(|e| {
-                Err(SendFailure {
-                    kind: FailureKind::Link,
-                    code: "panic".into(),
-                    message: format!("send task failed: {e}"),
-                })
-            });
-            let _ = done_tx.send(Done {
+        let clock = self.settings.clock;
+        let mut done = DoneGuard {
+            tx: self.done_tx.clone(),
+            done: Some(Done {
                 id,
                 modem,
                 iccid,
                 attempt,
-                sent,
-                result,
-                started,
-            });
+                sent: Vec::new(),
+                unrecorded: Vec::new(),
+                result: Ok(()),
+                started: clock.instant(),
+            }),
+        };
+        tokio::spawn(async move {
+            let (progress, mut accepted) = mpsc::unbounded_channel();
+            let job = SendJob {
+                message_id: id,
+                parts: parts_out,
+                progress,
+            };
+            // One task: the outbound reports each accepted part to `progress` as the
+            // SMSC accepts it, and its MR is stored here at once, while the send goes on.
+            let send = outbound.send(job);
+            tokio::pin!(send);
+            let result = loop {
+                tokio::select! {
+                    // Parts first: each MR is stored before the outcome is looked at.
+                    biased;
+                    Some(p) = accepted.recv() => done.part_sent(&store, clock, p).await,
+                    r = &mut send => break r,
+                }
+            };
+            // Parts accepted just before the send returned.
+            while let Ok(p) = accepted.try_recv() {
+                done.part_sent(&store, clock, p).await;
+            }
+            done.finish(result);
         });
         true
     }
@@ -830,11 +900,11 @@ impl State {
     ) {
         self.forget(id);
         let (code_s, msg_s) = (code.to_owned(), message.to_owned());
-        let hooks = self.settings.webhooks.clone();
-        let r = self
-            .store
-            .write(move |c| {
-                let now = now_ms();
+        let now = self.now_ms();
+        self.record(
+            id,
+            "a failure",
+            Arc::new(move |c, announce| {
                 store::finish_attempt(c, attempt, "permanent", Some(&code_s), Some(&msg_s), now)?;
                 store::set_status(
                     c,
@@ -844,14 +914,11 @@ impl State {
                     Some(&msg_s),
                     now,
                 )?;
-                hooks.message_event(c, id, EventKind::MessageFailed, now)?;
+                announce.message(id, EventKind::MessageFailed, now)?;
                 Ok(())
-            })
-            .await;
-        self.settings.webhooks.poke();
-        if let Err(e) = r {
-            warn!(message_id = id, error = %e, "could not mark failed");
-        }
+            }),
+        )
+        .await;
         info!(message_id = id, code, "failed: {message}");
         self.notify(
             id,
@@ -862,12 +929,54 @@ impl State {
         );
     }
 
+    /// Writes an outcome with its events, or keeps it for [`State::flush_unwritten`]
+    /// when the store cannot take it now (or older outcomes still wait: order matters).
+    async fn record(&mut self, id: i64, what: &'static str, write: Outcome) {
+        if self.unwritten.is_empty() {
+            let w = write.clone();
+            match self
+                .settings
+                .webhooks
+                .record(&self.store, move |c, announce| w(c, announce))
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => warn!(
+                    message_id = id,
+                    error = %e,
+                    "could not record {what}: kept in memory and retried; no new sends until the store takes it"
+                ),
+            }
+        }
+        self.unwritten.push_back(Unwritten { id, what, write });
+    }
+
+    /// Retries the outcomes the store could not take, oldest first, until one fails.
+    async fn flush_unwritten(&mut self) {
+        while let Some(u) = self.unwritten.front() {
+            let (id, what, w) = (u.id, u.what, u.write.clone());
+            match self
+                .settings
+                .webhooks
+                .record(&self.store, move |c, announce| w(c, announce))
+                .await
+            {
+                Ok(()) => {
+                    info!(
+                        message_id = id,
+                        "recorded {what} now that the store takes writes again"
+                    );
+                    self.unwritten.pop_front();
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
     fn backoff(&self, attempts: u32) -> Duration {
         let exp = attempts.saturating_sub(1).min(20);
-        self.settings
-            .retry_base
-            .saturating_mul(1u32 << exp)
-            .min(self.settings.retry_max)
+        let t = &self.settings.timeouts;
+        t.retry_base.saturating_mul(1u32 << exp).min(t.retry_max)
     }
 
     async fn on_done(&mut self, d: Done) {
@@ -879,6 +988,16 @@ impl State {
             return;
         };
         q.attempts += 1;
+        for p in &d.unrecorded {
+            let (id, seq, mr, sim, mdm) = (d.id, p.seq, p.mr, d.iccid.clone(), d.modem.clone());
+            let now = self.now_ms();
+            self.record(
+                id,
+                "a sent part's MR",
+                Arc::new(move |c, _| store::part_sent(c, id, seq, mr, &sim, &mdm, now)),
+            )
+            .await;
+        }
         for p in &d.sent {
             if !q.sent_seqs.contains(&p.seq) {
                 q.sent_seqs.push(p.seq);
@@ -888,27 +1007,24 @@ impl State {
             q.sent_sim = Some(d.iccid.clone());
             crate::telemetry::sent_parts(&d.iccid, &d.modem, d.sent.len());
         }
-        let now = now_ms();
+        let now = self.now_ms();
         match d.result {
             Ok(()) if q.sent_seqs.len() as u32 >= q.parts_total => {
                 crate::telemetry::send_latency(d.started.elapsed().as_secs_f64());
                 self.forget(d.id);
                 let (id, attempt) = (d.id, d.attempt);
-                let hooks = self.settings.webhooks.clone();
-                let r = self
-                    .store
-                    .write(move |c| {
+                self.record(
+                    id,
+                    "a send",
+                    Arc::new(move |c, announce| {
                         store::finish_attempt(c, attempt, "sent", None, None, now)?;
                         store::mark_sent(c, id, now)?;
                         // Even if a status report already made it `delivered`: it was sent.
-                        hooks.message_event(c, id, EventKind::MessageSent, now)?;
+                        announce.message(id, EventKind::MessageSent, now)?;
                         Ok(())
-                    })
-                    .await;
-                self.settings.webhooks.poke();
-                if let Err(e) = r {
-                    warn!(message_id = d.id, error = %e, "could not mark sent");
-                }
+                    }),
+                )
+                .await;
                 info!(message_id = d.id, modem = %d.modem, "sent");
                 self.notify(
                     d.id,
@@ -962,21 +1078,18 @@ impl State {
             crate::telemetry::failed(Some(iccid), status.as_str());
             self.forget(id);
             let (code, msg) = (f.code.clone(), f.message.clone());
-            let hooks = self.settings.webhooks.clone();
-            let r = self
-                .store
-                .write(move |c| {
+            self.record(
+                id,
+                "a failure",
+                Arc::new(move |c, announce| {
                     let outcome = if permanent { "permanent" } else { "temporary" };
                     store::finish_attempt(c, attempt, outcome, Some(&code), Some(&msg), now)?;
                     store::set_status(c, id, status, Some(&code), Some(&msg), now)?;
-                    hooks.status_event(c, id, status, now)?;
+                    announce.status(id, status, now)?;
                     Ok(())
-                })
-                .await;
-            self.settings.webhooks.poke();
-            if let Err(e) = r {
-                warn!(message_id = id, error = %e, "could not record the failure");
-            }
+                }),
+            )
+            .await;
             self.notify(id, status, Some(iccid), Some(modem), Some(&f.message));
             return;
         }
@@ -996,19 +1109,18 @@ impl State {
         };
         let next = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         let (code, msg) = (f.code.clone(), f.message.clone());
-        let r = self
-            .store
-            .write(move |c| {
+        self.record(
+            id,
+            "a retry",
+            Arc::new(move |c, _| {
                 store::finish_attempt(c, attempt, "temporary", Some(&code), Some(&msg), now)?;
                 if possibly_sent {
                     store::flag_possible_duplicate(c, id)?;
                 }
                 store::schedule_retry(c, id, next, Some(&code), Some(&msg), now)
-            })
-            .await;
-        if let Err(e) = r {
-            warn!(message_id = id, error = %e, "could not schedule the retry");
-        }
+            }),
+        )
+        .await;
         if possibly_sent {
             warn!(
                 message_id = id,
@@ -1028,7 +1140,7 @@ impl State {
     }
 
     fn on_input(&mut self, input: Input) {
-        let now = now_ms();
+        let now = self.now_ms();
         match input {
             Input::Enqueued(q) => self.add(*q, now),
             Input::Cancelled(id) => {
@@ -1062,8 +1174,9 @@ impl State {
     }
 }
 
-async fn sleep_until_ms(at: Option<i64>) {
-    let now = now_ms();
+/// Sleeps until the wall time `at` (unix ms) of `clock`; at once when it passed.
+async fn sleep_until_ms(clock: &Clock, at: Option<i64>) {
+    let now = clock.now_ms();
     let wait = at.map_or(0, |t| t.saturating_sub(now).max(0));
     tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
 }

@@ -1,24 +1,12 @@
 //! What the dispatcher needs from a modem: send these parts, report each part's message
-//! reference as it is accepted, and classify a failure. The modem driver implements it
-//! (see `serve`); tests implement it with fakes.
+//! reference as it is accepted, and classify a failure. A modem task takes the
+//! [`SendJob`] as it is and reports each [`PartSent`] straight to `progress` (see
+//! `daemon::bridge`); tests implement [`Outbound`] with fakes.
 
-use std::future::Future;
-use std::pin::Pin;
 use tokio::sync::mpsc;
 
-/// A boxed future, so the trait stays object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One TPDU ready for `AT+CMGS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutPart {
-    /// 1-based part number within the message.
-    pub seq: u32,
-    /// SMSC field + TPDU, hex.
-    pub pdu_hex: String,
-    /// Octets `AT+CMGS=<n>` wants.
-    pub tpdu_len: usize,
-}
+pub use crate::modem::BoxFuture;
+pub use crate::pdu::plan::OutPart;
 
 /// A part the SMSC accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

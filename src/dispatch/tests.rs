@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::at::Registration;
+use crate::clock::Clock;
 use crate::pool::PoolConfig;
 use crate::store::NewMessage;
 use std::sync::Mutex;
@@ -83,11 +84,14 @@ struct Rig {
     d: Dispatcher,
     events: broadcast::Receiver<StatusChange>,
     log: Arc<Mutex<Vec<(String, i64)>>>,
+    /// The dispatcher's clock: messages are stamped with it.
+    clock: Clock,
 }
 
 async fn rig(settings: Settings) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("t.db")).unwrap();
+    let clock = settings.clock;
     let (d, _task) = Dispatcher::start(
         store.clone(),
         Pool::new(PoolConfig::default()).unwrap(),
@@ -102,6 +106,7 @@ async fn rig(settings: Settings) -> Rig {
         d,
         events,
         log: Arc::new(Mutex::new(Vec::new())),
+        clock,
     }
 }
 
@@ -131,10 +136,11 @@ impl Rig {
             callback_url: None,
             masked: false,
         };
+        let now = self.clock.now_ms();
         let rec = self
             .store
             .write(move |c| {
-                let id = store::insert_message(c, &m, now_ms())?;
+                let id = store::insert_message(c, &m, now)?;
                 Ok(store::get_message(c, id)?.expect("just inserted"))
             })
             .await
@@ -143,16 +149,27 @@ impl Rig {
         rec.id
     }
 
-    /// Waits for a message to reach a status (bounded).
+    /// Waits for a message to reach a status.
     async fn wait_for(&mut self, id: i64, want: MessageStatus) -> StatusChange {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let ev = tokio::time::timeout_at(deadline, self.events.recv())
-                .await
-                .unwrap_or_else(|_| panic!("message {id} never became {want:?}"))
-                .unwrap();
+            let ev = self
+                .next_event(&format!("message {id} never became {want:?}"))
+                .await;
             if ev.id == id && ev.status == want {
                 return ev;
+            }
+        }
+    }
+
+    /// The next status change, within 10 s of real time. The bound is real time, not
+    /// tokio's: under paused time tokio's clock jumps whenever the runtime idles (while
+    /// the store's writer thread works, say), so a tokio deadline would mean nothing.
+    async fn next_event(&mut self, what: &str) -> StatusChange {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), self.events.recv()).await {
+                Ok(ev) => return ev.unwrap(),
+                Err(_) => assert!(std::time::Instant::now() < deadline, "{what}"),
             }
         }
     }
@@ -197,7 +214,8 @@ async fn an_otp_overtakes_a_bulk_backlog() {
     let otp = r
         .enqueue("+491700000001", "Your code is 123456", priority::OTP, None)
         .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // No pause needed: the dispatcher takes its inputs in order, so every message is
+    // queued before it hears of the modem.
     let _a = r.modem("A", "8949000000000000001");
     r.wait_for(*bulk.last().unwrap(), MessageStatus::Sent).await;
     let order: Vec<i64> = r.log.lock().unwrap().iter().map(|x| x.1).collect();
@@ -248,7 +266,10 @@ async fn a_permanent_failure_is_not_retried() {
 async fn retries_stop_at_the_maximum() {
     let settings = Settings {
         max_attempts: 3,
-        retry_base: Duration::from_millis(10),
+        timeouts: Timeouts {
+            retry_base: Duration::from_millis(10),
+            ..Timeouts::default()
+        },
         ..Settings::default()
     };
     let mut r = rig(settings).await;
@@ -267,22 +288,33 @@ async fn retries_stop_at_the_maximum() {
     assert_eq!(r.record(id).await.attempts, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_code_that_cannot_go_out_in_time_expires() {
-    let mut r = rig(Settings::default()).await;
+    let clock = Clock::paused();
+    let mut r = rig(Settings {
+        clock,
+        ..Settings::default()
+    })
+    .await;
+    let expires_at = clock.now_ms() + 150;
     let id = r
         .enqueue(
             "+491701234567",
             "Your code is 1",
             priority::OTP,
-            Some(now_ms() + 150),
+            Some(expires_at),
         )
         .await;
     r.wait_for(id, MessageStatus::Expired).await;
-    // A modem appearing later does not send it.
+    assert!(clock.now_ms() >= expires_at, "expired before its deadline");
+    // A modem appearing later does not send it: a later, less urgent message goes out
+    // on it, and it alone (the code, had it still been queued, would have gone first).
     let _a = r.modem("A", "8949000000000000001");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(r.log.lock().unwrap().is_empty());
+    let later = r
+        .enqueue("+491701234567", "later", priority::NORMAL, None)
+        .await;
+    r.wait_for(later, MessageStatus::Sent).await;
+    assert_eq!(*r.log.lock().unwrap(), [("A".to_string(), later)]);
     assert_eq!(r.record(id).await.status, MessageStatus::Expired);
 }
 
@@ -334,16 +366,16 @@ async fn a_small_window_pages_a_long_queue_and_urgent_messages_still_go_first() 
     let otp = r
         .enqueue("+491700000001", "Your code is 123456", priority::OTP, None)
         .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Inputs are taken in order: all 41 are queued (or paged out) before the modem.
     let a = r.modem("A", "8949000000000000001");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while a.sent.lock().unwrap().len() < 41 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the queue did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut sent = std::collections::HashSet::new();
+    while sent.len() < 41 {
+        let ev = r.next_event("the queue did not drain").await;
+        if ev.status == MessageStatus::Sent {
+            sent.insert(ev.id);
+        }
     }
+    assert_eq!(a.sent.lock().unwrap().len(), 41);
     let order: Vec<i64> = r.log.lock().unwrap().iter().map(|x| x.1).collect();
     assert_eq!(order[0], otp, "the OTP went first: {order:?}");
     assert_eq!(
@@ -388,7 +420,7 @@ async fn status_changes_write_their_webhook_events_with_the_change() {
             "+491701234567",
             "late",
             priority::NORMAL,
-            Some(now_ms() - 1),
+            Some(r.clock.now_ms() - 1),
         )
         .await;
     r.wait_for(expired, MessageStatus::Expired).await;
@@ -421,7 +453,10 @@ async fn a_failed_attempt_write_requeues_the_message_and_frees_the_modem() {
     // Audit #10, finding 4: with max_in_flight = 1, a failed `begin_attempt` write left
     // the modem busy forever and dropped the message from memory.
     let settings = Settings {
-        retry_base: Duration::from_millis(20),
+        timeouts: Timeouts {
+            retry_base: Duration::from_millis(20),
+            ..Timeouts::default()
+        },
         ..Settings::default()
     };
     let mut r = rig(settings).await;
@@ -442,4 +477,28 @@ async fn a_failed_attempt_write_requeues_the_message_and_frees_the_modem() {
     r.wait_for(second, MessageStatus::Sent).await;
     let sent: Vec<i64> = a.sent.lock().unwrap().iter().map(|s| s.0).collect();
     assert_eq!(sent, vec![first, second]);
+}
+
+/// An outbound that panics mid-send, as a bug in a driver would.
+struct PanickingModem;
+
+impl Outbound for PanickingModem {
+    fn send(&self, _job: SendJob) -> outbound::BoxFuture<'_, Result<(), SendFailure>> {
+        Box::pin(async { panic!("driver bug") })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_panics_frees_its_modem_and_the_message_goes_elsewhere() {
+    let mut r = rig(Settings::default()).await;
+    r.d.modem_added("A".into(), Arc::new(PanickingModem));
+    r.d.modem_status(status("A", "8949000000000000001"));
+    let id = r
+        .enqueue("+491701234567", "hello", priority::NORMAL, None)
+        .await;
+    // The panic comes back as a link failure: queued again, not stuck in `sending`.
+    r.wait_for(id, MessageStatus::Queued).await;
+    let _b = r.modem("B", "8949000000000000002");
+    let ev = r.wait_for(id, MessageStatus::Sent).await;
+    assert_eq!(ev.modem.as_deref(), Some("B"));
 }

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::error::{ModemError, io_error};
 use super::link::Link;
 use crate::at::{Command, Event, FinalResult, Session, SessionConfig, Urc};
+use crate::clock::Clock;
 
 /// A command's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,30 +23,43 @@ pub struct Reply {
     pub result: FinalResult,
 }
 
+impl Reply {
+    /// The information lines of an answer that must be `OK`; any other final result is
+    /// the typed error of `command`.
+    pub fn into_ok(self, command: &str) -> Result<Vec<String>, ModemError> {
+        if self.result.is_ok() {
+            Ok(self.lines)
+        } else {
+            Err(ModemError::from_result(command, self.result))
+        }
+    }
+}
+
 /// An open link with its session.
 pub struct AtConn {
     link: Box<dyn Link>,
     session: Session,
     urcs: VecDeque<Urc>,
     buf: Vec<u8>,
-    garbage: u64,
+    /// Where the session's time comes from (paused in tests).
+    clock: Clock,
 }
 
 impl AtConn {
-    /// Wraps a freshly opened link.
-    pub fn new(link: Box<dyn Link>, config: SessionConfig) -> Self {
+    /// Wraps a freshly opened link; the session's deadlines count on `clock`.
+    pub fn new(link: Box<dyn Link>, config: SessionConfig, clock: Clock) -> Self {
         Self {
             link,
             session: Session::with_config(config),
             urcs: VecDeque::new(),
             buf: vec![0; 4096],
-            garbage: 0,
+            clock,
         }
     }
 
-    /// Bytes of garbage the session skipped on this link.
-    pub fn garbage(&self) -> u64 {
-        self.garbage
+    /// Now, as the sans-IO session counts time (std `Instant`, from the clock).
+    fn now(&self) -> Instant {
+        self.clock.instant().into_std()
     }
 
     /// The URCs received so far, oldest first.
@@ -99,7 +113,7 @@ impl AtConn {
             // A PTY whose master closed, a TCP peer gone: the modem is unplugged.
             Ok(0) => Err(ModemError::PortGone),
             Ok(n) => {
-                let now = Instant::now();
+                let now = self.now();
                 let data = self.buf.get(..n).unwrap_or_default().to_vec();
                 self.session.handle_input(&data, now);
                 Ok(true)
@@ -108,7 +122,7 @@ impl AtConn {
         }
     }
 
-    /// Events while no command of ours waits: keep URCs, count garbage.
+    /// Events while no command of ours waits: keep URCs.
     fn drain_idle_events(&mut self) {
         while let Some(ev) = self.session.poll_event() {
             self.note(ev);
@@ -118,10 +132,11 @@ impl AtConn {
     fn note(&mut self, ev: Event) {
         match ev {
             Event::Urc(u) => self.urcs.push_back(u),
-            Event::GarbageSkipped { bytes } => self.garbage += bytes as u64,
-            // Answers of commands nobody awaits any more, and recovery outcomes outside a
-            // command: nothing to do.
-            Event::Response { .. }
+            // Skipped line noise (the session counts nothing we report), answers of
+            // commands nobody awaits any more, and recovery outcomes outside a command:
+            // nothing to do.
+            Event::GarbageSkipped { .. }
+            | Event::Response { .. }
             | Event::Timeout { .. }
             | Event::Resynced
             | Event::ResyncFailed => {}
@@ -142,7 +157,7 @@ impl AtConn {
     }
 
     async fn exec_inner(&mut self, cmd: Command) -> Result<Reply, ModemError> {
-        let id = self.session.send(cmd, Instant::now())?;
+        let id = self.session.send(cmd, self.now())?;
         let mut timed_out: Option<(String, bool)> = None;
         loop {
             self.flush().await?;
@@ -182,12 +197,12 @@ impl AtConn {
     /// Waits for input or the session's next deadline, whichever comes first.
     async fn step(&mut self) -> Result<(), ModemError> {
         let deadline = self.session.poll_timeout();
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            self.session.handle_timeout(Instant::now());
+        if deadline.is_some_and(|d| d <= self.now()) {
+            self.session.handle_timeout(self.now());
             return Ok(());
         }
         if !self.read_input(deadline).await? {
-            self.session.handle_timeout(Instant::now());
+            self.session.handle_timeout(self.now());
         }
         Ok(())
     }
@@ -195,18 +210,13 @@ impl AtConn {
     /// Sends a command that must answer `OK`; returns its information lines.
     pub async fn ok(&mut self, cmd: Command) -> Result<Vec<String>, ModemError> {
         let text = cmd.text().to_owned();
-        let reply = self.exec(cmd).await?;
-        if reply.result.is_ok() {
-            Ok(reply.lines)
-        } else {
-            Err(ModemError::from_result(&text, reply.result))
-        }
+        self.exec(cmd).await?.into_ok(&text)
     }
 
     /// ESC, drain, `AT`: brings the modem back to a command line (after opening a port
     /// that a previous process may have left at a `>` prompt). `Ok(true)` if it answered.
     pub async fn resync(&mut self) -> Result<bool, ModemError> {
-        if !self.session.resync(Instant::now()) {
+        if !self.session.resync(self.now()) {
             return Ok(false);
         }
         loop {
@@ -233,7 +243,7 @@ impl AtConn {
             if self.urcs.iter().any(&done) {
                 return Ok(true);
             }
-            if Instant::now() >= deadline {
+            if self.now() >= deadline {
                 return Ok(false);
             }
             self.flush().await?;
@@ -242,15 +252,10 @@ impl AtConn {
                 .poll_timeout()
                 .map_or(deadline, |s| s.min(deadline));
             if !self.read_some(Some(d)).await? {
-                self.session.handle_timeout(Instant::now());
+                let now = self.now();
+                self.session.handle_timeout(now);
                 self.drain_idle_events();
             }
         }
-    }
-
-    /// Writes raw bytes (ESC in the recovery ladder), bypassing the session.
-    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ModemError> {
-        self.link.write_all(bytes).await.map_err(io_error)?;
-        self.link.flush().await.map_err(io_error)
     }
 }

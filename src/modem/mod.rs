@@ -33,10 +33,7 @@ pub mod task;
 mod tests;
 
 pub use conn::{AtConn, Reply};
-pub use driver::{
-    Modem, ModemConfig, ModemState, PduPart, PersistPin, RejectedPins, SendReport, SendRequest,
-    UssdReply,
-};
+pub use driver::{Modem, ModemConfig, ModemState, PersistPin, RejectedPins, UssdReply};
 pub use error::ModemError;
 pub use info::{Capabilities, Cnmi, Registration, Report, Signal, SimState, Storage};
 pub use link::{BoxFuture, Endpoint, EndpointOpener, Link, Opener, SerialSettings, open_endpoint};

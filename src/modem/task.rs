@@ -11,35 +11,33 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::conn::Reply;
-use super::driver::{Modem, ModemConfig, ModemState, PduPart, SendReport, SendRequest, UssdReply};
+use super::driver::{Modem, ModemConfig, ModemState, UssdReply};
 use super::error::ModemError;
 use super::info::Report;
 use super::link::Opener;
 use super::sink::InboundSink;
 use crate::at::Command;
+use crate::clock::Clock;
+use crate::dispatch::SendJob;
 
 enum Request {
-    Send(SendRequest, oneshot::Sender<Result<SendReport, ModemError>>),
-    SendPdus(
-        Vec<PduPart>,
-        mpsc::UnboundedSender<(u32, u8)>,
-        oneshot::Sender<Result<SendReport, ModemError>>,
-    ),
+    /// The job's parts go out in order; each MR goes to the job's own progress sender.
+    Send(SendJob, oneshot::Sender<Result<(), ModemError>>),
     Ussd(String, oneshot::Sender<Result<UssdReply, ModemError>>),
     Refresh(oneshot::Sender<Result<Report, ModemError>>),
     Command(Command, oneshot::Sender<Result<Reply, ModemError>>),
 }
 
 /// The pool's side of a modem task.
-/// How long [`ModemHandle::shutdown`] lets a task finish what it is doing.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(800);
-
 pub struct ModemHandle {
     name: String,
     tx: mpsc::Sender<Request>,
     state: watch::Receiver<ModemState>,
     report: watch::Receiver<Report>,
     calls_rejected: Arc<AtomicU64>,
+    /// How long [`ModemHandle::shutdown`] lets the task finish what it is doing.
+    shutdown_grace: Duration,
+    clock: Clock,
     task: JoinHandle<()>,
 }
 
@@ -51,6 +49,7 @@ impl ModemHandle {
         cfg: ModemConfig,
         sink: Option<Arc<dyn InboundSink>>,
     ) -> Self {
+        let (shutdown_grace, clock) = (cfg.timeouts.shutdown_grace, cfg.clock);
         let modem = Modem::new(opener, cfg, sink);
         let name = modem.name();
         let state = modem.watch_state();
@@ -64,6 +63,8 @@ impl ModemHandle {
             state,
             report,
             calls_rejected,
+            shutdown_grace,
+            clock,
             task,
         }
     }
@@ -72,6 +73,11 @@ impl ModemHandle {
     /// counter for metrics.
     pub fn calls_rejected(&self) -> u64 {
         self.calls_rejected.load(Ordering::Relaxed)
+    }
+
+    /// The clock the task runs on, for whoever stamps what it reports.
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// The modem's name.
@@ -111,19 +117,10 @@ impl ModemHandle {
         rx.await.map_err(|_| ModemError::Stopped)?
     }
 
-    /// Sends a text; the MR of each part on success.
-    pub async fn send(&self, req: SendRequest) -> Result<SendReport, ModemError> {
-        self.ask(|tx| Request::Send(req, tx)).await
-    }
-
-    /// Sends caller-encoded PDUs; each accepted part's `(seq, mr)` goes to `progress` at
-    /// once.
-    pub async fn send_pdus(
-        &self,
-        parts: Vec<PduPart>,
-        progress: mpsc::UnboundedSender<(u32, u8)>,
-    ) -> Result<SendReport, ModemError> {
-        self.ask(|tx| Request::SendPdus(parts, progress, tx)).await
+    /// Sends one message's parts (planned by [`crate::pdu::plan::plan_parts`]); the
+    /// task reports each accepted part to `job.progress` itself, as it is accepted.
+    pub async fn send(&self, job: SendJob) -> Result<(), ModemError> {
+        self.ask(|tx| Request::Send(job, tx)).await
     }
 
     /// A USSD request (`*100#`), answered by the network.
@@ -148,13 +145,18 @@ impl ModemHandle {
     }
 
     /// Stops the task and waits for it (the port is closed when this returns). A task
-    /// busy past [`SHUTDOWN_GRACE`] (a bring-up waiting out a busy SIM, a hung command)
-    /// is aborted: shutdown never waits on a modem. A send cut short this way is
-    /// recorded as in flight and reconciled at the next start.
+    /// busy past its [`crate::config::Timeouts::shutdown_grace`] (a bring-up waiting out
+    /// a busy SIM, a hung command) is aborted: shutdown never waits on a modem. A send
+    /// cut short this way is recorded as in flight and reconciled at the next start.
     pub async fn shutdown(self) {
-        let ModemHandle { tx, mut task, .. } = self;
+        let ModemHandle {
+            tx,
+            mut task,
+            shutdown_grace,
+            ..
+        } = self;
         drop(tx);
-        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+        if tokio::time::timeout(shutdown_grace, &mut task)
             .await
             .is_err()
         {
@@ -194,8 +196,8 @@ async fn run(mut m: Modem, mut rx: mpsc::Receiver<Request>) {
             true
         }
     };
-    let interval = m.config().health_interval;
-    let mut next_health = Instant::now() + interval;
+    let interval = m.config().timeouts.health_interval;
+    let mut next_health = m.now() + interval;
     loop {
         if parked {
             // SIM locked or quarantined: answer with the reason until shut down.
@@ -218,8 +220,8 @@ async fn run(mut m: Modem, mut rx: mpsc::Receiver<Request>) {
             }
         };
         let outcome = match outcome {
-            Ok(()) if Instant::now() >= next_health => {
-                next_health = Instant::now() + interval;
+            Ok(()) if m.now() >= next_health => {
+                next_health = m.now() + interval;
                 m.periodic().await
             }
             other => other,
@@ -231,8 +233,8 @@ async fn run(mut m: Modem, mut rx: mpsc::Receiver<Request>) {
             }
             continue;
         }
-        let now = Instant::now();
-        let window = m.config().quarantine_window;
+        let now = m.now();
+        let window = m.config().timeouts.quarantine_window;
         recoveries.retain(|t| now.duration_since(*t) < window);
         recoveries.push_back(now);
         if recoveries.len() > m.config().quarantine_after as usize {
@@ -245,7 +247,7 @@ async fn run(mut m: Modem, mut rx: mpsc::Receiver<Request>) {
             continue;
         }
         match m.recover(&cause).await {
-            Ok(()) => next_health = Instant::now() + interval,
+            Ok(()) => next_health = m.now() + interval,
             Err(ModemError::Sim(_)) => parked = true,
             Err(e) => {
                 m.close();
@@ -262,7 +264,7 @@ async fn run(mut m: Modem, mut rx: mpsc::Receiver<Request>) {
 
 fn refuse(req: Request, why: ModemError) {
     match req {
-        Request::Send(_, tx) | Request::SendPdus(_, _, tx) => drop(tx.send(Err(why))),
+        Request::Send(_, tx) => drop(tx.send(Err(why))),
         Request::Ussd(_, tx) => drop(tx.send(Err(why))),
         Request::Refresh(tx) => drop(tx.send(Err(why))),
         Request::Command(_, tx) => drop(tx.send(Err(why))),
@@ -286,13 +288,8 @@ async fn serve(m: &mut Modem, req: Request) -> Result<(), ModemError> {
         }
     }
     match req {
-        Request::Send(r, tx) => {
-            let (res, link) = split(m.send(&r).await);
-            let _ = tx.send(res);
-            link
-        }
-        Request::SendPdus(parts, progress, tx) => {
-            let (res, link) = split(m.send_pdus(&parts, &progress).await);
+        Request::Send(job, tx) => {
+            let (res, link) = split(m.send(&job.parts, &job.progress).await.map(drop));
             let _ = tx.send(res);
             link
         }

@@ -116,13 +116,55 @@ impl Opener for SimOpener {
     }
 }
 
+/// `text` to `to`, planned and encoded as the daemon does (concatenation reference 1).
+fn planned(to: &str, text: &str) -> Result<Vec<crate::pdu::plan::OutPart>, ModemError> {
+    let mut opts = crate::pdu::SubmitOptions::new(crate::pdu::Address::parse(to)?);
+    opts.concat_ref = 1;
+    Ok(crate::pdu::plan::plan_parts(text, &opts)?.1)
+}
+
+/// Sends `text` through a driver; the MR of each part.
+async fn send_text(
+    m: &mut driver::Modem,
+    to: &str,
+    text: impl AsRef<str>,
+) -> Result<Vec<u8>, ModemError> {
+    let (progress, _) = tokio::sync::mpsc::unbounded_channel();
+    m.send(&planned(to, text.as_ref())?, &progress).await
+}
+
+/// Sends `text` through a modem task as the dispatcher does; the MR of each part as the
+/// task reported it to the job's progress sender.
+async fn task_send(
+    h: &ModemHandle,
+    to: &str,
+    text: impl AsRef<str>,
+) -> Result<Vec<u8>, ModemError> {
+    let (progress, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = crate::dispatch::SendJob {
+        message_id: 1,
+        parts: planned(to, text.as_ref())?,
+        progress,
+    };
+    h.send(job).await?;
+    let mut mrs = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        mrs.push(p.mr);
+    }
+    Ok(mrs)
+}
+
 fn fast_config() -> ModemConfig {
     ModemConfig {
-        command_timeout: Duration::from_millis(500),
-        storage_timeout: Duration::from_millis(500),
-        send_timeout: Duration::from_secs(2),
-        cfun_timeout: Duration::from_millis(500),
-        sim_wait: Duration::from_secs(3),
+        timeouts: crate::config::Timeouts {
+            command: Duration::from_millis(500),
+            storage: Duration::from_millis(500),
+            send: Duration::from_secs(2),
+            cfun: Duration::from_millis(500),
+            sim_wait: Duration::from_secs(3),
+            reopen_backoff: (Duration::from_millis(20), Duration::from_millis(100)),
+            ..crate::config::Timeouts::default()
+        },
         session: SessionConfig {
             drain_quiet: Duration::from_millis(30),
             drain_max: Duration::from_millis(300),
@@ -130,7 +172,6 @@ fn fast_config() -> ModemConfig {
             resync_attempts: 2,
             ..SessionConfig::default()
         },
-        reopen_backoff: (Duration::from_millis(20), Duration::from_millis(100)),
         reopen_attempts: 3,
         ..ModemConfig::default()
     }
@@ -196,13 +237,11 @@ async fn ten_parts_with_cmms_and_an_mr_each() {
     let (mut m, r) = up(&sim, fast_config()).await;
     r.expect("bring-up");
     let text = "0123456789".repeat(153);
-    let rep = m
-        .send(&SendRequest::new("+491701234567", text))
+    let rep = send_text(&mut m, "+491701234567", text)
         .await
         .expect("send");
-    assert_eq!(rep.mrs.len(), 10);
-    assert_eq!(rep.encoding, "gsm7");
-    assert_eq!(*sim.submitted.lock().unwrap(), rep.mrs);
+    assert_eq!(rep.len(), 10);
+    assert_eq!(*sim.submitted.lock().unwrap(), rep);
     let sent = sim.sent_text();
     let cmms = sent.find("AT+CMMS=2\r").expect("AT+CMMS=2 sent");
     let first_cmgs = sent.find("AT+CMGS=").expect("CMGS sent");
@@ -220,10 +259,7 @@ async fn ok_without_mr_is_a_failure() {
     );
     let (mut m, r) = up(&sim, fast_config()).await;
     r.expect("bring-up");
-    let e = m
-        .send(&SendRequest::new("+491701234567", "hi"))
-        .await
-        .unwrap_err();
+    let e = send_text(&mut m, "+491701234567", "hi").await.unwrap_err();
     assert!(matches!(e, ModemError::NoMessageReference), "{e:?}");
     assert!(!e.is_link());
 }
@@ -239,10 +275,7 @@ async fn cms_errors_are_typed_and_classified() {
     );
     let (mut m, r) = up(&sim, fast_config()).await;
     r.expect("bring-up");
-    let e = m
-        .send(&SendRequest::new("+491701234567", "hi"))
-        .await
-        .unwrap_err();
+    let e = send_text(&mut m, "+491701234567", "hi").await.unwrap_err();
     match &e {
         ModemError::Cms { error, .. } => assert_eq!(error.code(), Some(38)),
         other => panic!("expected a CMS error, got {other:?}"),
@@ -318,7 +351,7 @@ async fn a_busy_sim_is_waited_for() {
 async fn a_hung_modem_is_recovered_by_the_task_within_twice_the_timeout() {
     let sim = Sim::new(ProfileName::Generic, vec![]);
     let cfg = fast_config();
-    let timeout = cfg.command_timeout;
+    let timeout = cfg.timeouts.command;
     let h = ModemHandle::spawn(Arc::new(SimOpener(sim.clone())), cfg, None);
     let mut st = h.watch_state();
     tokio::time::timeout(
@@ -360,7 +393,7 @@ async fn handle_refuses_while_sim_locked_and_says_why() {
     .await
     .expect("locked state published")
     .expect("state");
-    let e = h.send(SendRequest::new("+4917", "x")).await.unwrap_err();
+    let e = task_send(&h, "+4917", "x").await.unwrap_err();
     assert!(matches!(e, ModemError::Sim(_)), "{e:?}");
     h.shutdown().await;
 }
@@ -794,7 +827,7 @@ impl Opener for FakeOpener {
 fn quirky_config() -> ModemConfig {
     let mut cfg = fast_config();
     cfg.session.implied_final_after = Duration::from_millis(100);
-    cfg.sim_wait = Duration::from_secs(2);
+    cfg.timeouts.sim_wait = Duration::from_secs(2);
     cfg
 }
 
@@ -876,7 +909,7 @@ async fn unknown_final_words_are_refusals_not_timeouts() {
         _ => None,
     });
     let mut cfg = quirky_config();
-    cfg.command_timeout = Duration::from_secs(3);
+    cfg.timeouts.command = Duration::from_secs(3);
     let t0 = Instant::now();
     let (m, r) = fake_up(&fake, cfg).await;
     r.expect("bring-up");
@@ -950,7 +983,7 @@ async fn a_sim_still_busy_after_the_wait_is_reported_not_a_failed_bring_up() {
             .then(|| "\r\n+CPIN: NOT READY\r\n\r\nOK\r\n".into())
     });
     let mut cfg = quirky_config();
-    cfg.sim_wait = Duration::from_secs(1);
+    cfg.timeouts.sim_wait = Duration::from_secs(1);
     let t0 = Instant::now();
     let (mut m, r) = fake_up(&fake, cfg).await;
     r.expect("a busy SIM does not fail the bring-up");
@@ -970,10 +1003,7 @@ async fn a_sim_still_busy_after_the_wait_is_reported_not_a_failed_bring_up() {
         "{:?}",
         m.state()
     );
-    let e = m
-        .send(&SendRequest::new("+491701234567", "hi"))
-        .await
-        .unwrap_err();
+    let e = send_text(&mut m, "+491701234567", "hi").await.unwrap_err();
     assert!(matches!(e, ModemError::Sim(_)), "{e:?}");
     assert_eq!(fake.count("AT+CMGS"), 0);
     // The SIM wakes: the next health poll brings the modem up.
@@ -981,7 +1011,7 @@ async fn a_sim_still_busy_after_the_wait_is_reported_not_a_failed_bring_up() {
     m.periodic().await.expect("brought up");
     assert_eq!(m.report().sim, Some(SimState::Ready));
     assert_eq!(m.state(), ModemState::Ready);
-    m.send(&SendRequest::new("+491701234567", "hi"))
+    send_text(&mut m, "+491701234567", "hi")
         .await
         .expect("sent");
 }
@@ -1033,7 +1063,7 @@ async fn an_empty_smsc_is_set_from_the_override_for_this_sim() {
     assert_eq!(fake.count("AT+CSCA=\"+491722270333\",145"), 1);
     assert_eq!(m.report().smsc.as_deref(), Some("+491722270333"));
     assert_eq!(m.state(), ModemState::Ready);
-    m.send(&SendRequest::new("+491701234567", "hi"))
+    send_text(&mut m, "+491701234567", "hi")
         .await
         .expect("sent");
 }
@@ -1053,7 +1083,7 @@ async fn a_forgotten_smsc_is_set_again_and_the_send_goes_through() {
     let (mut m, r) = fake_up(&fake, quirky_config()).await;
     r.expect("bring-up");
     for _ in 0..2 {
-        m.send(&SendRequest::new("+491701234567", "hi"))
+        send_text(&mut m, "+491701234567", "hi")
             .await
             .expect("sent");
     }
@@ -1079,7 +1109,7 @@ async fn a_forgotten_smsc_is_set_again_and_the_send_goes_through() {
     }
     m.handle_urcs().await.expect("urcs");
     let before = fake.count("PDU:");
-    m.send(&SendRequest::new("+491701234567", "hi"))
+    send_text(&mut m, "+491701234567", "hi")
         .await
         .expect("sent");
     assert_eq!(fake.count("PDU:"), before + 1, "no refused attempt");
@@ -1093,10 +1123,7 @@ async fn no_smsc_anywhere_fails_the_send_saying_so() {
     let (mut m, r) = fake_up(&fake, quirky_config()).await;
     r.expect("bring-up");
     assert!(matches!(m.state(), ModemState::Degraded(ref r) if r.contains("no SMSC")));
-    let e = m
-        .send(&SendRequest::new("+491701234567", "hi"))
-        .await
-        .unwrap_err();
+    let e = send_text(&mut m, "+491701234567", "hi").await.unwrap_err();
     match &e {
         ModemError::Cms { error, .. } => assert_eq!(error.code(), Some(330)),
         other => panic!("{other:?}"),
@@ -1115,7 +1142,7 @@ async fn a_modem_that_keeps_no_smsc_gets_it_in_each_pdu() {
     cfg.smsc_overrides.insert("*".into(), F_SMSC.into());
     let (mut m, r) = fake_up(&fake, cfg).await;
     r.expect("bring-up");
-    m.send(&SendRequest::new("+491701234567", "hi"))
+    send_text(&mut m, "+491701234567", "hi")
         .await
         .expect("sent");
     let pdu = fake
@@ -1155,7 +1182,7 @@ async fn a_modem_without_cnmi_or_storage_still_sends() {
         m.state()
     );
     assert!(m.state().is_usable());
-    m.send(&SendRequest::new("+491701234567", "hi"))
+    send_text(&mut m, "+491701234567", "hi")
         .await
         .expect("sent");
     // Without storage, direct delivery was asked for first.
@@ -1304,7 +1331,7 @@ async fn without_any_iccid_the_imsi_identifies_the_sim_and_sending_works() {
     r.expect("bring-up with the * PIN");
     assert_eq!(m.report().iccid, None);
     assert_eq!(m.report().sim_key(), Some(F_IMSI));
-    m.send(&SendRequest::new("+491701234567", "hi"))
+    send_text(&mut m, "+491701234567", "hi")
         .await
         .expect("sent");
 }
@@ -1351,11 +1378,8 @@ async fn incoming_calls_are_rejected_between_commands_and_counted() {
     })
     .await;
     // During a send: the send completes, then the call is hung up.
-    let rep = h
-        .send(SendRequest::new("+491701234567", "hi"))
-        .await
-        .expect("sent");
-    assert_eq!(rep.mrs.len(), 1);
+    let rep = task_send(&h, "+491701234567", "hi").await.expect("sent");
+    assert_eq!(rep.len(), 1);
     fake_saw(&fake, "ATH", 2).await;
     let lines = fake.lines();
     let cmgs = lines
@@ -1428,4 +1452,31 @@ async fn a_cpin_urc_next_to_the_answer_is_not_taken_for_it() {
         "the PIN was skipped on the URC's word"
     );
     assert_eq!(m.report().sim, Some(SimState::Ready));
+}
+
+/// The task reads time only from its clock: on paused tokio time the next health poll
+/// comes one interval after bring-up, with no real minute spent.
+#[tokio::test(start_paused = true)]
+async fn the_health_poll_runs_on_the_injected_clock() {
+    let fake = Fake::new(|_, _| None);
+    let mut cfg = quirky_config();
+    cfg.timeouts.health_interval = Duration::from_secs(60);
+    cfg.clock = crate::clock::Clock::paused();
+    let clock = cfg.clock;
+    let h = ModemHandle::spawn(Arc::new(FakeOpener(fake.clone())), cfg, None);
+    let mut st = h.watch_state();
+    st.wait_for(|s| *s == ModemState::Ready)
+        .await
+        .expect("state");
+    let ready = clock.instant();
+    let polls = fake.count("AT+CSQ");
+    while fake.count("AT+CSQ") == polls {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waited = ready.elapsed();
+    assert!(
+        waited >= Duration::from_secs(59) && waited <= Duration::from_millis(60_500),
+        "the poll came {waited:?} after bring-up"
+    );
+    h.shutdown().await;
 }

@@ -10,13 +10,21 @@ use std::fmt;
 /// Type of number, bits 6–4 of the type-of-address octet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TypeOfNumber {
+    /// 000: the network applies its own dialling rules (what we send for bare digits).
     Unknown,
+    /// 001: a full E.164 number, shown with `+`.
     International,
+    /// 010: a number within the country, without the trunk prefix.
     National,
+    /// 011: a network-specific number (service numbers, operator short codes).
     NetworkSpecific,
+    /// 100: a subscriber number (local, without area code).
     Subscriber,
+    /// 101: a sender name in GSM 7-bit (only networks send these).
     Alphanumeric,
+    /// 110: an abbreviated number.
     Abbreviated,
+    /// 111: reserved for extension.
     Reserved,
 }
 
@@ -47,6 +55,7 @@ impl TypeOfNumber {
         }
     }
 
+    /// The lower-case name used in CLI and JSON output.
     pub fn name(self) -> &'static str {
         match self {
             Self::Unknown => "unknown",
@@ -68,9 +77,11 @@ pub const NPI_ISDN: u8 = 1;
 /// type says it is international) or the sender's text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Address {
+    /// Type of number; `International` means `digits` is shown with `+`.
     pub ton: TypeOfNumber,
     /// Numbering plan identification, bits 3–0 of the type-of-address octet.
     pub npi: u8,
+    /// The number without `+`, or the sender's text when alphanumeric.
     pub digits: String,
 }
 

@@ -4,12 +4,17 @@
 /// The alphabet the user data is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alphabet {
+    /// The GSM 7-bit default alphabet, with national language tables if the UDH
+    /// names them; 160 septets per TPDU.
     Gsm7,
+    /// 8-bit data (binary, WAP push, ports): not text; 140 octets per TPDU.
     Eight,
+    /// UCS-2, read as UTF-16 so emoji survive; 70 characters per TPDU.
     Ucs2,
 }
 
 impl Alphabet {
+    /// `gsm7`, `8bit` or `ucs2`, as the CLI and the API report the encoding.
     pub fn name(self) -> &'static str {
         match self {
             Alphabet::Gsm7 => "gsm7",
@@ -22,9 +27,13 @@ impl Alphabet {
 /// What a message-waiting DCS group announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitingKind {
+    /// Voicemail message waiting.
     Voicemail,
+    /// Fax message waiting.
     Fax,
+    /// Electronic mail message waiting.
     Email,
+    /// Other message waiting.
     Other,
 }
 
@@ -33,6 +42,7 @@ pub enum WaitingKind {
 pub struct MessageWaiting {
     /// Indication set active (true) or inactive.
     pub active: bool,
+    /// Which indicator it sets.
     pub kind: WaitingKind,
     /// Group 1100 asks the handset to discard the message after updating the indicator.
     pub discard: bool,
@@ -41,13 +51,17 @@ pub struct MessageWaiting {
 /// A decoded data coding scheme. `raw` is kept so the exact octet can be re-encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dcs {
+    /// How the user data is encoded.
     pub alphabet: Alphabet,
     /// Message class 0–3; class 0 is displayed immediately and not stored ("flash").
     pub class: Option<u8>,
+    /// TS 23.042 compression; decoding refuses such user data.
     pub compressed: bool,
     /// Coding group 01xx: the handset deletes the message after reading.
     pub auto_delete: bool,
+    /// Set for the message-waiting groups (1100–1110); `None` otherwise.
     pub waiting: Option<MessageWaiting>,
+    /// The octet as sent or received, re-encoded unchanged.
     pub raw: u8,
 }
 

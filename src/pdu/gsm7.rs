@@ -8,20 +8,34 @@ use super::tables::*;
 /// `Default` is the default alphabet and its extension table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Language {
+    /// No national table: the default alphabet and extension table.
     #[default]
     Default = 0,
+    /// Latin script with ğ, ı, ş; both shift tables.
     Turkish = 1,
+    /// A single shift table only (á, í, ó, ú, ç…): the default alphabet stays.
     Spanish = 2,
+    /// Latin script with ã, õ, ê…; both shift tables.
     Portuguese = 3,
+    /// Bengali script; both shift tables.
     Bengali = 4,
+    /// Gujarati script; both shift tables.
     Gujarati = 5,
+    /// Devanagari script; both shift tables.
     Hindi = 6,
+    /// Kannada script; both shift tables.
     Kannada = 7,
+    /// Malayalam script; both shift tables.
     Malayalam = 8,
+    /// Oriya (Odia) script; both shift tables.
     Oriya = 9,
+    /// Gurmukhi script; both shift tables.
     Punjabi = 10,
+    /// Tamil script; both shift tables.
     Tamil = 11,
+    /// Telugu script; both shift tables.
     Telugu = 12,
+    /// Arabic script; both shift tables.
     Urdu = 13,
 }
 
@@ -55,6 +69,7 @@ impl Language {
         Self::ALL.get(usize::from(code)).copied()
     }
 
+    /// The code the NLS information elements carry (the inverse of [`Language::from_code`]).
     pub fn code(self) -> u8 {
         self as u8
     }
@@ -144,7 +159,10 @@ impl Language {
 /// the default alphabet, the single shift table replaces the extension table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Gsm7Tables {
+    /// Replaces the default alphabet; announced by IE 0x25 unless `Default`.
     pub locking: Language,
+    /// Replaces the extension table reached by the escape 0x1B; announced by IE 0x24
+    /// unless `Default`.
     pub single: Language,
 }
 
@@ -230,6 +248,7 @@ impl Gsm7Tables {
 /// One character's septets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Septets {
+    /// In the locking shift table (or default alphabet).
     One(u8),
     /// Preceded by the escape septet 0x1B.
     Two(u8),

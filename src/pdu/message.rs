@@ -13,21 +13,28 @@ use super::userdata::{Payload, UserData};
 /// How to send a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitOptions {
+    /// TP-DA, the recipient.
     pub destination: Address,
     /// `None` uses the SMSC stored on the SIM (the PDU starts with `00`).
     pub smsc: Option<Address>,
+    /// TP-SRR: ask for a status report on every part.
     pub status_report: bool,
     /// Class 0: shown at once, not stored.
     pub flash: bool,
+    /// TP-VP; `None` leaves it out and the SMSC applies its default.
     pub validity: Option<Validity>,
+    /// TP-RD: the SMSC rejects a part with the same TP-MR and TP-DA as one it still
+    /// holds.
     pub reject_duplicates: bool,
     /// The concatenation reference shared by all parts (only the low 8 bits are sent
     /// unless `plan.concat16`).
     pub concat_ref: u16,
+    /// How the text is split and which alphabets it may use.
     pub plan: PlanOptions,
 }
 
 impl SubmitOptions {
+    /// Plain options for `destination`: SIM's SMSC, no report, no validity, reference 0.
     pub fn new(destination: Address) -> Self {
         SubmitOptions {
             destination,

@@ -11,6 +11,7 @@ pub mod dcs;
 pub mod error;
 pub mod gsm7;
 pub mod hex;
+pub mod inbound;
 pub mod message;
 pub mod plan;
 mod reader;

@@ -8,7 +8,10 @@
 //! A national language table is used only where it needs fewer parts than UCS-2 (or
 //! than the default alphabet, when that can encode the text too).
 
+use super::error::PduError;
 use super::gsm7::{Gsm7Tables, Language};
+use super::message::{SubmitOptions, encode_submit};
+use super::tpdu::EncodedPdu;
 use super::userdata::{MAX_OCTETS, MAX_SEPTETS};
 use std::ops::Range;
 use unicode_segmentation::UnicodeSegmentation;
@@ -47,11 +50,16 @@ impl PlanOptions {
 /// The text encoding a plan chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TextEncoding {
+    /// The GSM 7-bit default alphabet (TS 23.038), with the national locking and
+    /// single shift tables the text needs (none for plain default-alphabet text).
     Gsm7(Gsm7Tables),
+    /// UCS-2 (UTF-16 code units, surrogate pairs kept whole): for text 7-bit cannot
+    /// encode.
     Ucs2,
 }
 
 impl TextEncoding {
+    /// `"gsm7"` or `"ucs2"`: the name the API and the CLI show.
     pub fn name(self) -> &'static str {
         match self {
             TextEncoding::Gsm7(_) => "gsm7",
@@ -96,14 +104,18 @@ impl TextEncoding {
 /// One planned part: a byte range of the text and its size in units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedPart {
+    /// Byte range of this part's characters in the planned text.
     pub range: Range<usize>,
+    /// Septets or UTF-16 units the part's text takes (header not included).
     pub units: usize,
 }
 
 /// The planner's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The encoding every part uses.
     pub encoding: TextEncoding,
+    /// The parts, in sending order; one part means no concatenation header.
     pub parts: Vec<PlannedPart>,
     /// Units of the whole text.
     pub units: usize,
@@ -118,6 +130,28 @@ impl Plan {
         let cap = self.encoding.capacity(multi, self.concat16);
         cap.saturating_sub(self.parts.last().map_or(0, |p| p.units))
     }
+}
+
+/// One encoded part of a message, numbered: the one type that goes from the planner
+/// through the dispatcher to the modem port (`AT+CMGS`). The number travels with the
+/// PDU because a resumed message sends only the parts not yet accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutPart {
+    /// 1-based part number within the message (reported back with its MR).
+    pub seq: u32,
+    /// SMSC field + TPDU, and the TPDU length `AT+CMGS=<n>` wants.
+    pub pdu: EncodedPdu,
+}
+
+/// Plans `text` and encodes every part, numbered from 1: what the daemon and the CLI
+/// both send, so a text is encoded one way wherever it goes out.
+pub fn plan_parts(text: &str, opts: &SubmitOptions) -> Result<(Plan, Vec<OutPart>), PduError> {
+    let (plan, pdus) = encode_submit(text, opts)?;
+    let parts = (1u32..)
+        .zip(pdus)
+        .map(|(seq, pdu)| OutPart { seq, pdu })
+        .collect();
+    Ok((plan, parts))
 }
 
 /// Plans `text`. Never fails: any text can be sent as UCS-2.
@@ -386,6 +420,17 @@ mod tests {
         let u = plan(&long, &PlanOptions::without_national());
         assert_eq!(u.encoding, TextEncoding::Ucs2);
         assert!(p.parts.len() < u.parts.len());
+    }
+
+    #[test]
+    fn planned_parts_are_numbered_from_one_and_encoded_as_submit_does() {
+        let opts = SubmitOptions::new(super::super::Address::parse("+491701234567").unwrap());
+        let text = "z".repeat(400);
+        let (p, parts) = plan_parts(&text, &opts).unwrap();
+        let (_, pdus) = encode_submit(&text, &opts).unwrap();
+        assert_eq!(p.parts.len(), 3);
+        assert_eq!(parts.iter().map(|x| x.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(parts.iter().zip(&pdus).all(|(part, pdu)| part.pdu == *pdu));
     }
 
     #[test]

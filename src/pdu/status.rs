@@ -8,13 +8,17 @@ pub struct Status(pub u8);
 /// What a status means for the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusCategory {
+    /// 0x00–0x1F: the handset has the message (or the SMSC replaced it, as asked).
     Delivered,
     /// A temporary error; the SMSC keeps trying, so a final report will follow.
     Pending,
+    /// 0x40 and up: the SMSC gave up (permanent error, or temporary and no longer
+    /// trying).
     Failed,
 }
 
 impl StatusCategory {
+    /// `delivered`, `pending` or `failed`, as reports and the CLI name it.
     pub fn name(self) -> &'static str {
         match self {
             StatusCategory::Delivered => "delivered",

@@ -10,10 +10,15 @@ use std::time::Duration;
 pub struct Timestamp {
     /// Full year (the PDU carries two digits; see [`Timestamp::decode`]).
     pub year: u16,
+    /// 1–12.
     pub month: u8,
+    /// 1–31.
     pub day: u8,
+    /// 0–23, local to `tz_quarters`.
     pub hour: u8,
+    /// 0–59.
     pub minute: u8,
+    /// 0–59.
     pub second: u8,
     /// Offset from UTC in quarter hours, −79..=79.
     pub tz_quarters: i8,
@@ -81,6 +86,8 @@ impl Timestamp {
         Ok(t)
     }
 
+    /// The 7 semi-octet-swapped octets; the year loses its century and the offset is
+    /// clamped to ±79 quarter hours.
     pub fn encode(&self) -> [u8; 7] {
         let sw = |v: u8| ((v % 10) << 4) | ((v / 10) % 10);
         let q = self.tz_quarters.unsigned_abs().min(79);
@@ -126,6 +133,7 @@ impl fmt::Display for Timestamp {
 pub enum Validity {
     /// The relative one-octet code.
     Relative(u8),
+    /// Until this time (TP-VPF 11).
     Absolute(Timestamp),
     /// The enhanced format, kept raw with a decoded view in [`Validity::duration`].
     Enhanced([u8; 7]),

@@ -15,6 +15,7 @@ use super::userdata::UserData;
 pub struct Submit {
     /// TP-RD: the SMSC rejects a duplicate of a message still waiting (same MR and DA).
     pub reject_duplicates: bool,
+    /// TP-VP; `None` leaves it out (TP-VPF 00) and the SMSC applies its default.
     pub validity: Option<Validity>,
     /// TP-SRR.
     pub status_report_request: bool,
@@ -22,9 +23,13 @@ pub struct Submit {
     pub reply_path: bool,
     /// TP-MR; modems overwrite it with their own counter.
     pub message_ref: u8,
+    /// TP-DA, the recipient.
     pub destination: Address,
+    /// TP-PID; 0 for a plain text message.
     pub pid: u8,
+    /// TP-DCS.
     pub dcs: Dcs,
+    /// TP-UDL and TP-UD: the header and the text.
     pub user_data: UserData,
 }
 
@@ -37,45 +42,65 @@ pub struct Deliver {
     pub loop_prevention: bool,
     /// TP-SRI: the sender asked for a status report.
     pub status_report_indication: bool,
+    /// TP-RP: a reply may go through the sender's SMSC.
     pub reply_path: bool,
+    /// TP-OA, the sender: a number or an alphanumeric name.
     pub originator: Address,
+    /// TP-PID; 0 for a plain text message.
     pub pid: u8,
+    /// TP-DCS.
     pub dcs: Dcs,
+    /// TP-SCTS: when the SMSC received the message, in the SMSC's local time.
     pub timestamp: Timestamp,
+    /// TP-UDL and TP-UD: the header and the text.
     pub user_data: UserData,
 }
 
 /// SMS-STATUS-REPORT: the SMSC's word on a message sent earlier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusReport {
+    /// TP-MMS inverted: true when the SMSC has more messages waiting.
     pub more_messages: bool,
+    /// TP-LP.
     pub loop_prevention: bool,
     /// TP-SRQ: a report on an SMS-COMMAND rather than an SMS-SUBMIT.
     pub qualifier_command: bool,
+    /// TP-MR of the message reported on: what `+CMGS` answered.
     pub message_ref: u8,
+    /// TP-RA: the original message's recipient.
     pub recipient: Address,
     /// TP-SCTS: when the SMSC received the original message.
     pub timestamp: Timestamp,
     /// TP-DT: when the status was reached.
     pub discharge_time: Timestamp,
+    /// TP-ST: delivered, still trying, or failed and why.
     pub status: Status,
     /// The optional trailer announced by TP-PI.
     pub pid: Option<u8>,
+    /// TP-DCS of the trailer; `None` unless TP-PI announces it.
     pub dcs: Option<Dcs>,
+    /// TP-UD of the trailer; `None` unless TP-PI announces it.
     pub user_data: Option<UserData>,
 }
 
+/// One decoded TPDU, by its TP-MTI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tpdu {
+    /// TP-MTI 00 towards the modem: an incoming message.
     Deliver(Deliver),
+    /// TP-MTI 01 from the modem: an outgoing message (as `+CMGS` takes and `+CMGR`
+    /// shows a stored one).
     Submit(Submit),
+    /// TP-MTI 10 towards the modem: a delivery report.
     StatusReport(StatusReport),
 }
 
 /// A TPDU with the SMSC field that precedes it on the AT interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pdu {
+    /// The SMSC field; `None` when it was `00` (the SIM's SMSC) or not present.
     pub smsc: Option<Address>,
+    /// The TPDU itself.
     pub tpdu: Tpdu,
 }
 
@@ -89,6 +114,7 @@ pub struct EncodedPdu {
 }
 
 impl EncodedPdu {
+    /// Upper-case hex of `bytes`: the line to type after the `>` prompt.
     pub fn hex(&self) -> String {
         super::hex::encode(&self.bytes)
     }

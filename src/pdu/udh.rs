@@ -8,23 +8,53 @@ use super::gsm7::{Gsm7Tables, Language};
 /// One information element.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Element {
-    /// IEI 0x00.
-    Concat8 { reference: u8, total: u8, seq: u8 },
-    /// IEI 0x08.
-    Concat16 { reference: u16, total: u8, seq: u8 },
-    /// IEI 0x04.
-    Port8 { dst: u8, src: u8 },
-    /// IEI 0x05.
-    Port16 { dst: u16, src: u16 },
+    /// IEI 0x00: concatenation with an 8-bit reference.
+    Concat8 {
+        /// Shared by every part of one message from one sender.
+        reference: u8,
+        /// Number of parts.
+        total: u8,
+        /// This part's number, from 1.
+        seq: u8,
+    },
+    /// IEI 0x08: concatenation with a 16-bit reference.
+    Concat16 {
+        /// Shared by every part of one message from one sender.
+        reference: u16,
+        /// Number of parts.
+        total: u8,
+        /// This part's number, from 1.
+        seq: u8,
+    },
+    /// IEI 0x04: application port addressing, 8-bit ports.
+    Port8 {
+        /// Destination port.
+        dst: u8,
+        /// Originator port.
+        src: u8,
+    },
+    /// IEI 0x05: application port addressing, 16-bit ports (e.g. 2948 for WAP push).
+    Port16 {
+        /// Destination port.
+        dst: u16,
+        /// Originator port.
+        src: u16,
+    },
     /// IEI 0x24, the language code of the single shift table.
     SingleShift(u8),
     /// IEI 0x25, the language code of the locking shift table.
     LockingShift(u8),
     /// Anything else, kept so it can be shown and re-encoded.
-    Other { iei: u8, data: Vec<u8> },
+    Other {
+        /// The information element identifier.
+        iei: u8,
+        /// Its data, without IEI and length.
+        data: Vec<u8>,
+    },
 }
 
 impl Element {
+    /// The information element identifier this element is written with.
     pub fn iei(&self) -> u8 {
         match self {
             Element::Concat8 { .. } => 0x00,
@@ -106,8 +136,11 @@ impl Element {
 /// Where one part sits in a concatenated message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Concat {
+    /// Shared by every part of one message; only the low 8 bits are sent unless `wide`.
     pub reference: u16,
+    /// Number of parts.
     pub total: u8,
+    /// This part's number, from 1.
     pub seq: u8,
     /// Whether the reference was 16-bit (IEI 0x08).
     pub wide: bool,
@@ -116,6 +149,7 @@ pub struct Concat {
 /// A whole header: its elements in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Udh {
+    /// In the order they appear (or will be written).
     pub elements: Vec<Element>,
 }
 
@@ -129,6 +163,8 @@ impl Udh {
             .sum::<usize>()
     }
 
+    /// Writes UDHL and the elements into the first [`encoded_len`](Self::encoded_len)
+    /// octets of `out`.
     pub fn encode(&self, out: &mut [u8]) {
         let mut i = 1;
         for e in &self.elements {

@@ -16,13 +16,16 @@ pub enum Payload {
     Gsm7(Vec<u8>),
     /// UTF-16 code units, possibly with a surrogate half at either end.
     Ucs2(Vec<u16>),
+    /// 8-bit data octets, which have no text.
     Eight(Vec<u8>),
 }
 
 /// User data: an optional header and the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserData {
+    /// The UDH, present when TP-UDHI is set.
     pub header: Option<Udh>,
+    /// What follows the header (fill bits removed).
     pub payload: Payload,
 }
 
@@ -32,6 +35,7 @@ pub const MAX_SEPTETS: usize = 160;
 pub const MAX_OCTETS: usize = 140;
 
 impl UserData {
+    /// The alphabet of the payload (which the DCS chose when it was decoded).
     pub fn alphabet(&self) -> Alphabet {
         match self.payload {
             Payload::Gsm7(_) => Alphabet::Gsm7,

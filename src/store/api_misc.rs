@@ -65,11 +65,17 @@ pub fn group_members(conn: &Connection, group_id: i64) -> Result<Vec<i64>> {
 /// A stored response to an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotentResponse {
+    /// SHA-256 of the first request body, lower-case hex: a retry with another body
+    /// is a conflict, not a replay.
     pub body_hash: String,
+    /// The HTTP status first answered.
     pub status: u16,
+    /// The JSON first answered, or what the API needs to render it again.
     pub response: String,
 }
 
+/// The response recorded for an idempotency key (the API scopes keys by token and
+/// route), if any.
 pub fn get_idempotency(conn: &Connection, key: &str) -> Result<Option<IdempotentResponse>> {
     Ok(conn
         .prepare_cached("SELECT body_hash, status, response FROM idempotency WHERE key = ?1")?
@@ -83,6 +89,7 @@ pub fn get_idempotency(conn: &Connection, key: &str) -> Result<Option<Idempotent
         .optional()?)
 }
 
+/// Records the response to a key; fails if the key already has one.
 pub fn put_idempotency(
     conn: &Connection,
     key: &str,

@@ -19,15 +19,23 @@ pub const GAVE_UP: i64 = i64::MAX;
 pub struct EventRow {
     /// The row id (one per destination); the event id is inside the payload.
     pub id: i64,
+    /// When the event happened, ms since the Unix epoch.
     pub created_at: i64,
+    /// The event type, e.g. `message.delivered`, `inbound.received`.
     pub kind: String,
     /// The exact JSON body to post (signed as is).
     pub payload: String,
+    /// The destination it is posted to.
     pub url: String,
     /// Attempts made so far.
     pub attempts: u32,
+    /// When the worker may try next, ms since the Unix epoch; [`GAVE_UP`] when it never
+    /// will.
     pub next_attempt_at: i64,
+    /// When the destination accepted it, ms since the Unix epoch; `None` while not yet.
     pub delivered_at: Option<i64>,
+    /// Why the last attempt failed (`HTTP 500`, a connection error); `None` before the
+    /// first failure and after delivery.
     pub last_error: Option<String>,
 }
 

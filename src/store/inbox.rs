@@ -1,10 +1,10 @@
-//! Inbound messages: single parts go straight to the inbox; parts of a concatenated
-//! message are kept in `inbox_parts` until all have arrived (any order, duplicates
-//! dropped), then joined — raw units first, decoded once — into one inbox row. A set
-//! that stays incomplete is delivered after a timeout, marked incomplete.
+//! Inbound messages, persisted as [`crate::pdu::inbound`] decides: single parts go
+//! straight to the inbox; parts of a concatenated message are kept in `inbox_parts`
+//! until all have arrived (any order, duplicates dropped), then joined into one inbox
+//! row. A set that stays incomplete is delivered after a timeout, marked incomplete.
 
 use super::{Result, StoreError};
-use crate::pdu::{self, Tpdu, UserData};
+use crate::pdu::inbound::{self, PartOf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -13,29 +13,44 @@ use serde::Serialize;
 pub struct InboundPart {
     /// The SIM (ICCID) it arrived on; reassembly is per SIM.
     pub sim: Option<String>,
+    /// The modem's name (its port, unless configured otherwise).
     pub modem: String,
+    /// TP-OA as text (`+` for international numbers); empty for an undecodable PDU.
     pub sender: String,
     /// Hex PDU with the SMSC field.
     pub pdu: String,
-    /// (reference, total, seq) when the part has a valid concatenation header.
-    pub concat: Option<(u16, u8, u8)>,
+    /// Its place in a concatenated message, when it is one of several.
+    pub concat: Option<PartOf>,
     /// The SMSC timestamp, RFC 3339.
     pub sent_at: Option<String>,
+    /// When the modem handed it over, ms since the Unix epoch.
     pub received_at: i64,
 }
 
 /// A message in the inbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InboxRecord {
+    /// The inbox id the API and the `inbound.received` event use.
     pub id: i64,
+    /// When the message was complete (or its set given up on), ms since the Unix
+    /// epoch.
     pub received_at: i64,
+    /// ICCID of the SIM it arrived on; `None` when the modem could not read it.
     pub sim: Option<String>,
+    /// The modem's name; for a concatenated message, the modem of its last part.
     pub modem: Option<String>,
+    /// TP-OA as text; empty for an undecodable PDU.
     pub sender: String,
+    /// The joined text; `None` for 8-bit data or an undecodable PDU (the raw PDUs are
+    /// kept).
     pub text: Option<String>,
+    /// Parts the message announced (1 for a single SMS).
     pub parts_total: u32,
+    /// Parts that arrived; below `parts_total` only when `complete` is false.
     pub parts_received: u32,
+    /// Every part arrived; false for a set delivered after the reassembly timeout.
     pub complete: bool,
+    /// TP-SCTS of the first part, RFC 3339; `None` when it did not decode.
     pub sent_at: Option<String>,
 }
 
@@ -43,23 +58,6 @@ fn sim_key(p: &InboundPart) -> String {
     p.sim
         .clone()
         .unwrap_or_else(|| format!("modem:{}", p.modem))
-}
-
-/// Decodes stored hex PDUs (in seq order) and joins their text. `None` (stored as NULL,
-/// the raw PDUs kept in `pdus`) when there is no text to give: a part that does not
-/// decode as an SMS-DELIVER, or 8-bit data. An empty text stays `Some("")`.
-fn join_pdus(pdus: &[String]) -> Option<String> {
-    let parts = pdus
-        .iter()
-        .map(|h| match pdu::decode_hex(h, true).ok()?.tpdu {
-            Tpdu::Deliver(d) => Some(d.user_data),
-            _ => None,
-        })
-        .collect::<Option<Vec<UserData>>>()?;
-    if parts.is_empty() {
-        return None;
-    }
-    pdu::join_text(&parts)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -103,8 +101,8 @@ fn insert_inbox(
 /// Stores one part; returns the inbox id when this completed a message (or was a
 /// single-part one), `None` while parts are missing or when it was a duplicate.
 pub fn insert_inbound(conn: &Connection, p: &InboundPart) -> Result<Option<i64>> {
-    let Some((reference, total, seq)) = p.concat.filter(|c| c.1 > 1) else {
-        let text = join_pdus(std::slice::from_ref(&p.pdu));
+    let Some(of) = p.concat else {
+        let text = inbound::join(std::slice::from_ref(&p.pdu)).text;
         return insert_inbox(
             conn,
             p.received_at,
@@ -125,7 +123,7 @@ pub fn insert_inbound(conn: &Connection, p: &InboundPart) -> Result<Option<i64>>
             "INSERT OR IGNORE INTO inbox_parts (sim, sender, ref, total, seq, received_at, modem, pdu) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
-        .execute(params![key, p.sender, reference, total, seq, p.received_at, p.modem, p.pdu])?;
+        .execute(params![key, p.sender, of.reference, of.total, of.seq, p.received_at, p.modem, p.pdu])?;
     if inserted == 0 {
         return Ok(None); // a duplicate part (network redelivery): dropped
     }
@@ -133,11 +131,11 @@ pub fn insert_inbound(conn: &Connection, p: &InboundPart) -> Result<Option<i64>>
         .prepare_cached(
             "SELECT COUNT(*) FROM inbox_parts WHERE sim = ?1 AND sender = ?2 AND ref = ?3 AND total = ?4",
         )?
-        .query_row(params![key, p.sender, reference, total], |r| r.get(0))?;
-    if have < u32::from(total) {
+        .query_row(params![key, p.sender, of.reference, of.total], |r| r.get(0))?;
+    if !of.is_complete(have) {
         return Ok(None);
     }
-    assemble(conn, &key, &p.sender, reference, total, p.received_at).map(Some)
+    assemble(conn, &key, &p.sender, of.reference, of.total, p.received_at).map(Some)
 }
 
 /// Joins whatever parts of a set are stored into one inbox row and removes them.
@@ -160,13 +158,7 @@ fn assemble(
         .collect::<rusqlite::Result<_>>()?;
     let pdus: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     let modem = rows.last().and_then(|r| r.1.clone()).unwrap_or_default();
-    let text = join_pdus(&pdus);
-    let sent_at = pdus
-        .first()
-        .and_then(|h| match pdu::decode_hex(h, true).ok()?.tpdu {
-            Tpdu::Deliver(d) => Some(d.timestamp.to_string()),
-            _ => None,
-        });
+    let joined = inbound::join(&pdus);
     let sim = (!key.starts_with("modem:")).then_some(key);
     let id = insert_inbox(
         conn,
@@ -174,10 +166,10 @@ fn assemble(
         sim,
         &modem,
         sender,
-        text.as_deref(),
+        joined.text.as_deref(),
         u32::from(total),
         pdus.len() as u32,
-        sent_at.as_deref(),
+        joined.sent_at.as_deref(),
         &pdus,
     )?;
     conn.prepare_cached(
@@ -213,6 +205,7 @@ pub fn oldest_reassembly(conn: &Connection) -> Result<Option<i64>> {
         .flatten())
 }
 
+/// One inbox message by id.
 pub fn get_inbox(conn: &Connection, id: i64) -> Result<Option<InboxRecord>> {
     Ok(conn
         .prepare_cached(&format!("{INBOX_SELECT} WHERE id = ?1"))?

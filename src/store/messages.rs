@@ -1,5 +1,7 @@
-//! Typed queries over the schema. Each takes a `&Connection`, so several compose inside
-//! one [`super::Store::write`] (one savepoint, one group commit).
+//! Outbound messages and their parts: accept, queue, attempts, retries, cancellation,
+//! start-up reconciliation and concatenation references. Like every query module here,
+//! each function takes a `&Connection`, so several compose inside one
+//! [`super::Store::write`] (one savepoint, one group commit).
 
 use super::{Result, StoreError};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -10,16 +12,24 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
+    /// Waiting for its time, a modem, or a retry.
     Queued,
+    /// An attempt is open: parts are going out on a modem.
     Sending,
+    /// Every part reached the SMSC; no final status report yet (or none asked for).
     Sent,
+    /// Every part's status report says delivered.
     Delivered,
+    /// Refused for good, out of attempts, or a status report says a part failed.
     Failed,
+    /// `expires_at` passed before it could go out.
     Expired,
+    /// Cancelled through the API while still queued.
     Cancelled,
 }
 
 impl MessageStatus {
+    /// The lower-case name stored in the database and shown by the API.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -32,6 +42,7 @@ impl MessageStatus {
         }
     }
 
+    /// The inverse of [`as_str`](Self::as_str); `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "queued" => Self::Queued,
@@ -57,18 +68,32 @@ impl MessageStatus {
 /// A message as the API accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
+    /// The recipient, E.164 with `+`.
     pub to: String,
+    /// The text to send.
     pub body: String,
+    /// What the planner chose: `gsm7` or `ucs2`.
     pub encoding: String,
+    /// Parts the plan needs; a long message (more than 1) gets a concatenation
+    /// reference.
     pub parts_total: u32,
+    /// 0–1000, higher first (`otp` 300, `high` 200, `normal` 100, `bulk` 0).
     pub priority: i32,
+    /// Not before this, ms since the Unix epoch; `None`: at once.
     pub send_at: Option<i64>,
+    /// Expire instead of sending after this, ms since the Unix epoch; `None`: never.
     pub expires_at: Option<i64>,
+    /// Ask for status reports (TP-SRR).
     pub status_report: bool,
+    /// Class 0: shown at once, not stored by the handset.
     pub flash: bool,
+    /// TP-VP in seconds; `None`: the SMSC's default.
     pub validity_secs: Option<u32>,
+    /// Send only from this SIM (ICCID); `None`: any SIM the pool picks.
     pub pinned_sim: Option<String>,
+    /// The caller's labels, returned as given.
     pub tags: Vec<String>,
+    /// Where this message's webhook events also go; `None`: only the configured hooks.
     pub callback_url: Option<String>,
     /// The body is a secret (a one-time code): never shown by the API or logs.
     pub masked: bool,
@@ -77,13 +102,22 @@ pub struct NewMessage {
 /// One part's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartRecord {
+    /// The part's number, from 1.
     pub seq: u32,
+    /// `pending`, `sending`, `sent`, `delivered` or `failed`.
     pub status: String,
+    /// TP-MR the modem answered; `None` until the SMSC accepted the part (and then it
+    /// is never sent again).
     pub mr: Option<u8>,
+    /// ICCID of the SIM it went out on (or is going out on).
     pub sim: Option<String>,
+    /// The modem's name it went out on.
     pub modem: Option<String>,
+    /// When the SMSC accepted it, ms since the Unix epoch.
     pub sent_at: Option<i64>,
+    /// When the last status report for it arrived, ms since the Unix epoch.
     pub report_at: Option<i64>,
+    /// TP-ST of the last status report.
     pub report_status: Option<u8>,
 }
 
@@ -92,41 +126,70 @@ pub struct PartRecord {
 pub struct MessageRecord {
     /// Not before this (unix ms): the later of creation, `send_at` and the next retry.
     pub due: i64,
+    /// The message id the API uses.
     pub id: i64,
+    /// When it was accepted, ms since the Unix epoch.
     pub created_at: i64,
+    /// Its last change, ms since the Unix epoch.
     pub updated_at: i64,
+    /// The recipient, E.164 with `+`.
     pub to: String,
+    /// The text (a one-time code when `masked`).
     pub body: String,
+    /// `gsm7` or `ucs2`, as planned.
     pub encoding: String,
+    /// Parts the message is sent as.
     pub parts_total: u32,
+    /// 0–1000, higher first.
     pub priority: i32,
+    /// Not before this, ms since the Unix epoch; `None`: at once.
     pub send_at: Option<i64>,
+    /// Expire instead of sending after this, ms since the Unix epoch; `None`: never.
     pub expires_at: Option<i64>,
+    /// Where the message is in its lifecycle.
     pub status: MessageStatus,
+    /// Status reports were asked for.
     pub status_report: bool,
+    /// Sent as class 0.
     pub flash: bool,
+    /// TP-VP in seconds; `None`: the SMSC's default.
     pub validity_secs: Option<u32>,
+    /// The only SIM (ICCID) it may go out on; `None`: any.
     pub pinned_sim: Option<String>,
+    /// The caller's labels.
     pub tags: Vec<String>,
+    /// Where this message's webhook events also go.
     pub callback_url: Option<String>,
+    /// The concatenation reference of its parts (1–255); 0 for a single-part message.
     pub concat_ref: u16,
+    /// Attempts started so far.
     pub attempts: u32,
+    /// When a retry is due, ms since the Unix epoch; `None` unless one is scheduled.
     pub next_attempt_at: Option<i64>,
+    /// ICCID of the SIM of the latest attempt; `None` before the first.
     pub sim: Option<String>,
+    /// The modem's name of the latest attempt; `None` before the first.
     pub modem: Option<String>,
+    /// The latest failure's code (e.g. `expired`, `interrupted`); `None` if nothing
+    /// failed.
     pub error_code: Option<String>,
+    /// The latest failure in words.
     pub error: Option<String>,
+    /// A part may have reached the SMSC before a failure or a crash; if it was sent
+    /// again, the recipient may have it twice.
     pub possible_duplicate: bool,
+    /// The body is a secret (a one-time code): never shown by the API or logs.
     pub masked: bool,
+    /// Every part's state, in order; empty where a query does not load them.
     pub parts: Vec<PartRecord>,
 }
 
-const MESSAGE_COLUMNS: &str = "id, created_at, updated_at, to_number, body, encoding, \
+pub(super) const MESSAGE_COLUMNS: &str = "id, created_at, updated_at, to_number, body, encoding, \
     parts_total, priority, send_at, expires_at, status, status_report, flash, validity_secs, \
     pinned_sim, tags, callback_url, concat_ref, attempts, next_attempt_at, sim, modem, \
     error_code, error, possible_duplicate, masked, due";
 
-fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+pub(super) fn message_from_row(r: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     let status: String = r.get(10)?;
     let tags: String = r.get(15)?;
     Ok(MessageRecord {
@@ -298,21 +361,6 @@ pub fn get_message(conn: &Connection, id: i64) -> Result<Option<MessageRecord>> 
     }
 }
 
-/// Messages still to send (queued or, after a crash, sending), in id order.
-pub fn pending_messages(conn: &Connection) -> Result<Vec<MessageRecord>> {
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE status IN ('queued', 'sending') ORDER BY id"
-    );
-    let mut st = conn.prepare(&sql)?;
-    let mut out: Vec<MessageRecord> = st
-        .query_map([], message_from_row)?
-        .collect::<rusqlite::Result<_>>()?;
-    for m in &mut out {
-        m.parts = parts_of(conn, m.id)?;
-    }
-    Ok(out)
-}
-
 /// A page of the queue for the dispatcher's in-memory window: up to `ready_limit`
 /// messages due by `now` in send order (priority, then due time, then id), and up to
 /// `upcoming_limit` due later, soonest first. Parts are not loaded (the dispatcher reads
@@ -347,25 +395,22 @@ pub fn queue_window(
     Ok((ready, upcoming))
 }
 
-/// The sent parts (seq, MR, SIM) of a message, for resuming it.
-pub fn sent_parts(conn: &Connection, id: i64) -> Result<Vec<PartRecord>> {
-    Ok(parts_of(conn, id)?
-        .into_iter()
-        .filter(|p| p.mr.is_some())
-        .collect())
-}
-
 /// A filter for listing messages (newest first, keyset pagination on id).
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {
+    /// Only messages in this status.
     pub status: Option<MessageStatus>,
+    /// Only messages to this number (E.164, exact).
     pub to: Option<String>,
+    /// Only messages created at or after this, ms since the Unix epoch.
     pub since: Option<i64>,
     /// Return ids below this one (the previous page's last id).
     pub before_id: Option<i64>,
+    /// Page size, clamped to 1–1000.
     pub limit: u32,
 }
 
+/// One page of messages with their parts, newest first.
 pub fn list_messages(conn: &Connection, f: &MessageFilter) -> Result<Vec<MessageRecord>> {
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE (?1 IS NULL OR status = ?1) \
@@ -567,9 +612,12 @@ pub enum InFlightPolicy {
 /// One message the reconciliation touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconciled {
+    /// The message's id.
     pub id: i64,
     /// Parts that may have reached the SMSC before the crash.
     pub uncertain_parts: Vec<u32>,
+    /// Put back in the queue; false when it was marked sent (all parts had an MR) or
+    /// failed (at-most-once).
     pub requeued: bool,
 }
 
@@ -627,248 +675,4 @@ pub fn reconcile(conn: &Connection, policy: InFlightPolicy, now: i64) -> Result<
         });
     }
     Ok(out)
-}
-
-/// A status report to file against the part it answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportIn {
-    pub sim: Option<String>,
-    pub modem: Option<String>,
-    pub mr: u8,
-    pub recipient: String,
-    pub status_code: u8,
-    /// `delivered`, `pending` or `failed`.
-    pub category: String,
-    pub scts: Option<String>,
-    pub discharge: Option<String>,
-    pub pdu: String,
-}
-
-/// What a status report changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportMatch {
-    pub message_id: i64,
-    pub part_seq: u32,
-    /// The message's status after this report, when it changed.
-    pub new_status: Option<MessageStatus>,
-}
-
-/// Files a report and matches it to a part: same SIM, same MR, same recipient, sent
-/// within `window_ms` before now, the most recent such part (MRs wrap at 255, so older
-/// ones with the same MR are older messages). Unmatched reports are kept too.
-pub fn record_status_report(
-    conn: &Connection,
-    r: &ReportIn,
-    window_ms: i64,
-    now: i64,
-) -> Result<Option<ReportMatch>> {
-    // Two statements rather than `(?2 IS NULL OR p.sim = ?2)`, which would keep SQLite
-    // from using the (sim, mr, sent_at) index and scan every message to the recipient.
-    let sql = if r.sim.is_some() {
-        "SELECT p.message_id, p.seq FROM parts p INDEXED BY parts_mr \
-         JOIN messages m ON m.id = p.message_id \
-         WHERE p.sim = ?2 AND p.mr = ?1 AND p.sent_at >= ?4 AND p.mr IS NOT NULL \
-         AND m.to_number = ?3 AND p.status IN ('sent', 'delivered', 'failed') \
-         ORDER BY p.sent_at DESC LIMIT 1"
-    } else {
-        "SELECT p.message_id, p.seq FROM parts p JOIN messages m ON m.id = p.message_id \
-         WHERE ?2 IS NULL AND p.mr = ?1 AND p.sent_at >= ?4 AND m.to_number = ?3 \
-         AND p.status IN ('sent', 'delivered', 'failed') ORDER BY p.sent_at DESC LIMIT 1"
-    };
-    let found: Option<(i64, u32)> = conn
-        .prepare_cached(sql)?
-        .query_row(
-            params![
-                r.mr,
-                r.sim,
-                normalise_recipient(&r.recipient),
-                now - window_ms
-            ],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
-    conn.prepare_cached(
-        "INSERT INTO status_reports (received_at, sim, modem, mr, recipient, status_code, \
-         category, scts, discharge, pdu, message_id, part_seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-        now,
-        r.sim,
-        r.modem,
-        r.mr,
-        r.recipient,
-        r.status_code,
-        r.category,
-        r.scts,
-        r.discharge,
-        r.pdu,
-        found.map(|f| f.0),
-        found.map(|f| f.1)
-    ])?;
-    let Some((message_id, part_seq)) = found else {
-        return Ok(None);
-    };
-    if r.category == "pending" {
-        // The SMSC is still trying: note it, the final report will follow.
-        conn.prepare_cached(
-            "UPDATE parts SET report_at = ?3, report_status = ?4 WHERE message_id = ?1 AND seq = ?2",
-        )?
-        .execute(params![message_id, part_seq, now, r.status_code])?;
-        return Ok(Some(ReportMatch {
-            message_id,
-            part_seq,
-            new_status: None,
-        }));
-    }
-    let part_status = if r.category == "delivered" {
-        "delivered"
-    } else {
-        "failed"
-    };
-    conn.prepare_cached(
-        "UPDATE parts SET status = ?3, report_at = ?4, report_status = ?5 \
-         WHERE message_id = ?1 AND seq = ?2",
-    )?
-    .execute(params![
-        message_id,
-        part_seq,
-        part_status,
-        now,
-        r.status_code
-    ])?;
-    let (total, delivered, failed, status): (u32, u32, u32, String) = conn
-        .prepare_cached(
-            "SELECT m.parts_total, \
-             (SELECT COUNT(*) FROM parts WHERE message_id = m.id AND status = 'delivered'), \
-             (SELECT COUNT(*) FROM parts WHERE message_id = m.id AND status = 'failed'), \
-             m.status FROM messages m WHERE m.id = ?1",
-        )?
-        .query_row([message_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })?;
-    let current = MessageStatus::parse(&status);
-    let new_status = if failed > 0 && current != Some(MessageStatus::Failed) {
-        Some(MessageStatus::Failed)
-    } else if delivered == total && current != Some(MessageStatus::Delivered) {
-        Some(MessageStatus::Delivered)
-    } else {
-        None
-    };
-    if let Some(s) = new_status {
-        let err =
-            (s == MessageStatus::Failed).then(|| format!("status report 0x{:02X}", r.status_code));
-        conn.prepare_cached(
-            "UPDATE messages SET status = ?2, updated_at = ?3, \
-             error_code = COALESCE(?4, error_code), error = COALESCE(?5, error) WHERE id = ?1",
-        )?
-        .execute(params![
-            message_id,
-            s.as_str(),
-            now,
-            err.as_ref().map(|_| "status_report"),
-            err
-        ])?;
-    }
-    Ok(Some(ReportMatch {
-        message_id,
-        part_seq,
-        new_status,
-    }))
-}
-
-fn normalise_recipient(r: &str) -> String {
-    if r.starts_with('+') || r.is_empty() {
-        r.to_string()
-    } else {
-        // Reports often carry the number without '+', sometimes as international.
-        format!("+{r}")
-    }
-}
-
-/// Records that a SIM was seen in a modem (keyed by ICCID: it keeps its counters when it
-/// moves to another port or stick).
-pub fn upsert_sim(
-    conn: &Connection,
-    iccid: &str,
-    imsi: Option<&str>,
-    modem: &str,
-    operator: Option<&str>,
-    now: i64,
-) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO sims (iccid, imsi, first_seen, last_seen, last_modem, operator) \
-         VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT(iccid) DO UPDATE SET \
-         imsi = COALESCE(excluded.imsi, imsi), last_seen = excluded.last_seen, \
-         last_modem = excluded.last_modem, operator = COALESCE(excluded.operator, operator)",
-    )?
-    .execute(params![iccid, imsi, now, modem, operator])?;
-    Ok(())
-}
-
-/// Per-SIM counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SimRecord {
-    pub iccid: String,
-    pub imsi: Option<String>,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub last_modem: Option<String>,
-    pub operator: Option<String>,
-    pub sent_parts: i64,
-    pub failed: i64,
-    pub received: i64,
-    pub usage: String,
-}
-
-pub fn list_sims(conn: &Connection) -> Result<Vec<SimRecord>> {
-    let mut st = conn.prepare_cached(
-        "SELECT iccid, imsi, first_seen, last_seen, last_modem, operator, sent_parts, failed, \
-         received, usage FROM sims ORDER BY iccid",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(SimRecord {
-            iccid: r.get(0)?,
-            imsi: r.get(1)?,
-            first_seen: r.get(2)?,
-            last_seen: r.get(3)?,
-            last_modem: r.get(4)?,
-            operator: r.get(5)?,
-            sent_parts: r.get(6)?,
-            failed: r.get(7)?,
-            received: r.get(8)?,
-            usage: r.get(9)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// PIN rejections recorded earlier: ICCID → fingerprint.
-pub fn load_rejected_pins(conn: &Connection) -> Result<std::collections::HashMap<String, String>> {
-    let mut st = conn.prepare_cached("SELECT iccid, fingerprint FROM rejected_pins")?;
-    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// Records that a SIM rejected a PIN (by fingerprint).
-pub fn save_rejected_pin(
-    conn: &Connection,
-    iccid: &str,
-    fingerprint: &str,
-    now: i64,
-) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO rejected_pins (iccid, fingerprint, rejected_at) VALUES (?1, ?2, ?3) \
-         ON CONFLICT(iccid) DO UPDATE SET fingerprint = excluded.fingerprint, \
-         rejected_at = excluded.rejected_at",
-    )?
-    .execute(params![iccid, fingerprint, now])?;
-    Ok(())
-}
-
-/// Saves a SIM's quota usage (JSON from the pool) so limits survive restarts.
-pub fn save_sim_usage(conn: &Connection, iccid: &str, usage_json: &str) -> Result<()> {
-    conn.prepare_cached("UPDATE sims SET usage = ?2 WHERE iccid = ?1")?
-        .execute(params![iccid, usage_json])?;
-    Ok(())
 }

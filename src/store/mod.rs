@@ -15,19 +15,27 @@
 //! they hold message texts and, until they are handed to a modem, one-time codes.
 
 mod api_misc;
+mod backup;
 mod events;
 mod inbox;
 mod messages;
 mod otp;
+mod reports;
+mod retention;
 mod schema;
+mod sims;
 mod suppression;
 mod templates;
 
 pub use api_misc::*;
+pub use backup::*;
 pub use events::*;
 pub use inbox::*;
 pub use messages::*;
 pub use otp::*;
+pub use reports::*;
+pub use retention::*;
+pub use sims::*;
 pub use suppression::*;
 pub use templates::*;
 
@@ -41,20 +49,50 @@ use tokio::sync::oneshot;
 /// The store layer's errors.
 #[derive(Debug, Error, Clone)]
 pub enum StoreError {
+    /// A database file could not be created, opened or made private, or the writer
+    /// thread could not start.
     #[error("database {path}: {message}")]
-    Open { path: PathBuf, message: String },
+    Open {
+        /// The file concerned.
+        path: PathBuf,
+        /// What went wrong, for the operator.
+        message: String,
+    },
+    /// A newer gsmgw migrated the database; this one refuses to touch it.
     #[error("database {path} has schema version {found}; this gsmgw knows up to {known}")]
     TooNew {
+        /// The database file.
         path: PathBuf,
+        /// Its `user_version`.
         found: usize,
+        /// The newest schema version this build knows.
         known: usize,
     },
+    /// The file is damaged: not a database at all, or `PRAGMA quick_check` found
+    /// errors at start. Nothing is written to it; the operator restores a backup.
+    #[error(
+        "database {path} is damaged ({detail}): stop gsmgw, move the file (and its -wal, -shm) aside, \
+         and restore the newest `gsmgw backup` copy (docs/install.md, \"Backup and restore\") \
+         or start on an empty database"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite found (the first few `quick_check` lines).
+        detail: String,
+    },
+    /// Any other SQLite error (a bug or a damaged database), in SQLite's words.
     #[error("database error: {0}")]
     Sqlite(String),
+    /// The row named in the text does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The row is not in a state that allows the change (e.g. cancelling a message
+    /// that is no longer queued).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The writer thread has stopped ([`Store::writer_failure`] says why); nothing can
+    /// be written until the daemon restarts.
     #[error("the store's writer has stopped")]
     WriterGone,
     /// The database cannot take writes now (disk full, read-only, I/O error, locked by
@@ -91,6 +129,7 @@ impl StoreError {
     }
 }
 
+/// Shorthand for store results.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A write that has run inside the group's transaction and waits for its commit.
@@ -234,8 +273,62 @@ fn open_conn(path: &Path, write: bool, busy: Duration) -> Result<Connection> {
         conn.pragma_update(None, "foreign_keys", true)?;
         // Overwrite deleted content (a redacted one-time code) in the b-tree pages.
         conn.pragma_update(None, "secure_delete", "FAST")?;
+        // A checkpointed WAL is cut back to this size instead of keeping its peak.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     }
     Ok(conn)
+}
+
+/// `PRAGMA quick_check` before anything else touches the file: a damaged database is
+/// refused with [`StoreError::Corrupt`] rather than written into and made worse. It
+/// reads every page once (seconds for a database of gigabytes), at start only.
+fn check_intact(path: &Path) -> Result<()> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let damaged = |e: &rusqlite::Error| {
+        matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+        )
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let lines: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut st| {
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(|e| {
+            if damaged(&e) {
+                corrupt(e.to_string())
+            } else {
+                StoreError::from(e)
+            }
+        })?;
+    if lines != ["ok"] {
+        return Err(corrupt(lines.join("; ")));
+    }
+    Ok(())
+}
+
+/// Bytes the `-wal` file is truncated to after a checkpoint resets it.
+pub const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+
+/// What a checkpoint did: WAL frames in the log, and how many are now in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Another connection held the checkpoint back (it runs again at the next tick).
+    pub busy: bool,
+    /// Frames in the WAL.
+    pub log_frames: i64,
+    /// Frames copied into the database file.
+    pub checkpointed: i64,
 }
 
 impl Store {
@@ -254,6 +347,7 @@ impl Store {
             })?;
         }
         make_private(&path)?;
+        check_intact(&path)?;
         let mut conn = open_conn(&path, true, busy)?;
         let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let found = usize::try_from(found).unwrap_or(0);
@@ -345,6 +439,27 @@ impl Store {
             .and_then(|e| e.clone())
     }
 
+    /// A passive WAL checkpoint from a connection of its own: copies what readers no
+    /// longer need into the database file without waiting on them or blocking the
+    /// writer, so the `-wal` file cannot grow without bound even when SQLite's
+    /// automatic checkpoint keeps losing to a reader. Blocking; run it off the runtime.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        // Read-write (a checkpoint writes the database file) but none of the writer's
+        // set-up: it only checkpoints.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.inner.path, flags)?;
+        let (busy, log, done): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        Ok(Checkpoint {
+            busy: busy != 0,
+            log_frames: log,
+            checkpointed: done,
+        })
+    }
+
+    /// The database file this store opened.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }

@@ -7,29 +7,47 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// A stored code (its hash, never the code).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtpRecord {
+    /// The code's id, what `/v1/otp/{id}/verify` names.
     pub id: i64,
+    /// The message that carries the code.
     pub message_id: i64,
+    /// The recipient, E.164 with `+`.
     pub to: String,
+    /// 16 random bytes, lower-case hex, hashed in front of the code.
     pub salt: String,
+    /// SHA-256 of salt and code, lower-case hex.
     pub code_hash: String,
+    /// When it was issued, ms since the Unix epoch.
     pub created_at: i64,
+    /// After this (ms since the Unix epoch) the code no longer verifies.
     pub expires_at: i64,
+    /// Verification attempts so far, right or wrong.
     pub attempts: u32,
+    /// Attempts allowed before the code is locked.
     pub max_attempts: u32,
+    /// When it verified, ms since the Unix epoch; `None` until then (a code verifies
+    /// once).
     pub verified_at: Option<i64>,
 }
 
 /// What a new code row needs (the message is inserted first, in the same write).
 #[derive(Debug, Clone)]
 pub struct NewOtp {
+    /// The message that carries the code.
     pub message_id: i64,
+    /// The recipient, E.164 with `+`.
     pub to: String,
+    /// 16 random bytes, lower-case hex.
     pub salt: String,
+    /// SHA-256 of salt and code, lower-case hex.
     pub code_hash: String,
+    /// Expiry, ms since the Unix epoch.
     pub expires_at: i64,
+    /// Attempts allowed before the code is locked.
     pub max_attempts: u32,
 }
 
+/// Stores a new code issued at `now`; returns its id.
 pub fn insert_otp(conn: &Connection, o: &NewOtp, now: i64) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO otps (message_id, to_number, salt, code_hash, created_at, expires_at, \
@@ -47,6 +65,7 @@ pub fn insert_otp(conn: &Connection, o: &NewOtp, now: i64) -> Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
+/// A code by id.
 pub fn get_otp(conn: &Connection, id: i64) -> Result<Option<OtpRecord>> {
     Ok(conn
         .prepare_cached(

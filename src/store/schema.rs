@@ -240,6 +240,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_to_ref ON messages(to_number, concat_ref, updated_at)
         WHERE parts_total > 1;
     "#,
+    // 7: retention (store/retention.rs): what each pruning batch walks, oldest first,
+    // instead of scanning a table that has grown for months.
+    r#"
+    CREATE INDEX messages_finished ON messages(updated_at)
+        WHERE status IN ('sent', 'delivered', 'failed', 'expired', 'cancelled');
+    CREATE INDEX status_reports_message ON status_reports(message_id)
+        WHERE message_id IS NOT NULL;
+    CREATE INDEX status_reports_unmatched ON status_reports(received_at)
+        WHERE message_id IS NULL;
+    CREATE INDEX inbox_received ON inbox(received_at);
+    CREATE INDEX events_finished ON events(created_at)
+        WHERE delivered_at IS NOT NULL OR next_attempt_at = 9223372036854775807;
+    CREATE INDEX idempotency_created ON idempotency(created_at);
+    CREATE INDEX otps_message ON otps(message_id);
+    CREATE INDEX otps_created ON otps(created_at);
+    "#,
 ];
 
 /// Brings the schema up to date; returns the version it ended at.

@@ -4,16 +4,22 @@
 use super::Result;
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// One number on the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suppression {
+    /// E.164 with `+`.
     pub number: String,
+    /// When it was first added, ms since the Unix epoch.
     pub created_at: i64,
     /// `inbound` (a keyword) or `admin`.
     pub source: String,
+    /// The stop keyword it sent, upper-case; `None` when an admin added it.
     pub keyword: Option<String>,
+    /// The admin's note, if any.
     pub note: Option<String>,
 }
 
+/// Whether sends to `number` (E.164, exact) are refused.
 pub fn is_suppressed(conn: &Connection, number: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM suppressions WHERE number = ?1")?
@@ -75,14 +81,18 @@ pub fn list_suppressions(
 /// Opt-out keywords, matched against a whole inbound text in any case.
 #[derive(Debug, Clone, Default)]
 pub struct OptOutKeywords {
+    /// Put the sender on the list (e.g. `STOP`).
     pub stop: Vec<String>,
+    /// Take the sender off again (e.g. `START`).
     pub start: Vec<String>,
 }
 
 /// What an inbound message did to the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OptOutChange {
+    /// This number (E.164) was put on the list.
     Suppressed(String),
+    /// This number (E.164) was taken off.
     Released(String),
 }
 

@@ -8,10 +8,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// A stored template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateRecord {
+    /// The key messages name it by (`"template": "…"`).
     pub name: String,
+    /// The text with `{{variable}}` placeholders.
     pub body: String,
+    /// For people: what the template is for.
     pub description: Option<String>,
+    /// When it was created (or shipped by a migration), ms since the Unix epoch.
     pub created_at: i64,
+    /// Its last edit, ms since the Unix epoch.
     pub updated_at: i64,
 }
 
@@ -27,6 +32,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TemplateRecord> {
     })
 }
 
+/// A template by name.
 pub fn get_template(conn: &Connection, name: &str) -> Result<Option<TemplateRecord>> {
     Ok(conn
         .prepare_cached(&format!("{SELECT} WHERE name = ?1"))?
@@ -34,6 +40,7 @@ pub fn get_template(conn: &Connection, name: &str) -> Result<Option<TemplateReco
         .optional()?)
 }
 
+/// Every template, by name.
 pub fn list_templates(conn: &Connection) -> Result<Vec<TemplateRecord>> {
     Ok(conn
         .prepare_cached(&format!("{SELECT} ORDER BY name"))?

@@ -8,7 +8,7 @@ fn temp_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-fn msg(to: &str, parts: u32) -> NewMessage {
+pub(super) fn msg(to: &str, parts: u32) -> NewMessage {
     NewMessage {
         to: to.into(),
         body: "hello".into(),
@@ -244,7 +244,7 @@ fn a_newer_schema_is_refused() {
 }
 
 /// A hex DELIVER PDU with its (reference, total, seq).
-type TestPart = (String, Option<(u16, u8, u8)>);
+type TestPart = (String, Option<crate::pdu::inbound::PartOf>);
 
 /// DELIVER PDUs for `text` as a sender's handset would split it.
 fn deliver_parts(text: &str, reference: u16) -> Vec<TestPart> {
@@ -257,12 +257,6 @@ fn deliver_parts(text: &str, reference: u16) -> Vec<TestPart> {
             let Tpdu::Submit(s) = decode(&p.bytes, true).unwrap().tpdu else {
                 panic!()
             };
-            let concat = s
-                .user_data
-                .header
-                .as_ref()
-                .and_then(|h| h.concat())
-                .map(|c| (c.reference, c.total, c.seq));
             let d = Pdu {
                 smsc: Some(Address::parse("+491710760000").unwrap()),
                 tpdu: Tpdu::Deliver(Deliver {
@@ -285,7 +279,12 @@ fn deliver_parts(text: &str, reference: u16) -> Vec<TestPart> {
                     user_data: s.user_data,
                 }),
             };
-            (d.encode().unwrap().hex(), concat)
+            let hex = d.encode().unwrap().hex();
+            // The part's place as the sink sees it: classified by the pure module.
+            let inbound::Received::Part(facts) = inbound::classify(&Ok(d)) else {
+                panic!("not a part")
+            };
+            (hex, facts.concat)
         })
         .collect()
 }

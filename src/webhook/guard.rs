@@ -35,22 +35,30 @@ pub const MAX_CALLBACK_URL_LEN: usize = 2048;
 /// answer (code `invalid_callback_url`).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CallbackUrlError {
+    /// Longer than [`MAX_CALLBACK_URL_LEN`].
     #[error("callback_url is longer than {MAX_CALLBACK_URL_LEN} characters")]
     TooLong,
+    /// Not an absolute URL; the parser's complaint.
     #[error("callback_url is not a valid absolute URL ({0})")]
     Invalid(String),
+    /// Neither `http` nor `https`; the scheme given.
     #[error("callback_url must be an http:// or https:// URL, not {0}:")]
     Scheme(String),
+    /// Has a user name or password.
     #[error("callback_url must not contain a user name or password")]
     Userinfo,
+    /// Has no host.
     #[error("callback_url has no host")]
     NoHost,
+    /// Its host is a loopback, private, link-local or otherwise non-public address (or
+    /// a local name); the host.
     #[error(
         "callback_url points to {0}, which is a loopback, private, link-local or otherwise \
          non-public address; callbacks go to public hosts only (or to the hosts the \
          gateway's operator allows)"
     )]
     RefusedHost(String),
+    /// Not on the operator's `callback_hosts`; the host.
     #[error("callback_url's host {0} is not one of the callback hosts this gateway allows")]
     NotAllowed(String),
 }
@@ -72,8 +80,11 @@ pub struct CallbackPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{entry:?}: {reason}")]
 pub struct HostPatternError {
+    /// Its position in `callback_hosts`, from 0.
     pub index: usize,
+    /// The entry as written.
     pub entry: String,
+    /// Why it cannot be used.
     pub reason: &'static str,
 }
 

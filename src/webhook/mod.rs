@@ -23,7 +23,10 @@
 //! with a separate callback key ([`callback_secret_for`]), so the operator's secret
 //! never signs a request to an app-chosen URL. The worker limits deliveries per
 //! destination and lets unreachable ones rest ([`sched`]), so one slow or dead
-//! destination holds up no other. docs/webhooks.md has the whole story.
+//! destination holds up no other. The worker reads time only from the
+//! [`Clock`] it is started with ([`Webhooks::start_with_clock`]; [`Webhooks::start`]:
+//! the system's), so its tests run on paused tokio time. docs/webhooks.md has the whole
+//! story.
 
 mod guard;
 mod outbox;
@@ -34,9 +37,10 @@ pub use guard::{
     is_refused_address,
 };
 
+use crate::clock::Clock;
 use crate::config::WebhooksConfig;
 use crate::modem::ModemState;
-use crate::store::{self, EventRow, GAVE_UP, MessageRecord, MessageStatus, Store, now_ms};
+use crate::store::{self, EventRow, GAVE_UP, MessageRecord, MessageStatus, Store};
 use guard::Lookup;
 use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::Connection;
@@ -47,13 +51,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 /// The webhook layer's errors.
 #[derive(Debug, Error)]
 pub enum WebhookError {
+    /// The HTTP client could not be built; reqwest's reason.
     #[error("cannot build the webhook HTTP client: {0}")]
     Client(String),
 }
@@ -61,15 +66,22 @@ pub enum WebhookError {
 /// What happened; the `type` of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
+    /// `message.sent`: every part was accepted by the SMSC.
     MessageSent,
+    /// `message.delivered`: every part's status report says delivered.
     MessageDelivered,
+    /// `message.failed`: a permanent error, attempts exhausted, or a failed status report.
     MessageFailed,
+    /// `message.expired`: not sent before its `ttl` or `expires_at`.
     MessageExpired,
+    /// `inbound.received`: an SMS landed in the inbox.
     InboundReceived,
+    /// `modem.state`: a modem changed state.
     ModemState,
 }
 
 impl EventKind {
+    /// The event's `type` on the wire (`message.sent`, …), as `[[webhooks.urls]] events` names it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MessageSent => "message.sent",
@@ -120,10 +132,15 @@ pub struct Delivery {
     pub secret: Option<String>,
     /// Signs events to `callback_url`s ([`callback_secret_for`]).
     pub callback_secret: Option<String>,
+    /// One attempt, start to response headers (`timeout_ms`).
     pub timeout: Duration,
+    /// Connecting, within an attempt (`connect_timeout_secs`).
     pub connect_timeout: Duration,
+    /// The first retry's delay, doubling per attempt (`retry_base_ms`).
     pub retry_base: Duration,
+    /// The longest delay between attempts (`retry_max_ms`).
     pub retry_max: Duration,
+    /// Attempts before an event is given up (`max_attempts`).
     pub max_attempts: u32,
     /// In flight at once, in all.
     pub concurrency: usize,
@@ -240,10 +257,12 @@ impl Webhooks {
         self.routes.iter().any(|r| r.wants(kind))
     }
 
+    /// Whether events to configured URLs carry a signature (a secret is set).
     pub fn is_signed(&self) -> bool {
         self.delivery.secret.is_some()
     }
 
+    /// Whether any URL is configured.
     pub fn has_routes(&self) -> bool {
         !self.routes.is_empty()
     }
@@ -269,6 +288,32 @@ impl Webhooks {
     /// Wakes the worker: call after the commit of a write that may have enqueued events.
     pub fn poke(&self) {
         self.wake.notify_one();
+    }
+
+    /// The one way to write "a change and the events that announce it": `change` runs in
+    /// one store write with an [`Announce`] whose events commit (or roll back) with it,
+    /// and the worker is woken once the write has committed.
+    pub async fn record<T: Send + 'static>(
+        self: &Arc<Self>,
+        store: &Store,
+        change: impl FnOnce(&Connection, &Announce<'_>) -> store::Result<T> + Send + 'static,
+    ) -> store::Result<T> {
+        let hooks = self.clone();
+        let result = store
+            .write(move |conn| {
+                change(
+                    conn,
+                    &Announce {
+                        hooks: &hooks,
+                        conn,
+                    },
+                )
+            })
+            .await;
+        if result.is_ok() {
+            self.poke();
+        }
+        result
     }
 
     /// Enqueues `kind` for message `id` as it now is in this transaction; `None` when the
@@ -350,16 +395,31 @@ impl Webhooks {
         store::enqueue_event(conn, EventKind::ModemState.as_str(), &data, &urls, now)
     }
 
-    /// Starts the delivery worker; stop it with [`WebhookTask::shutdown`].
+    /// Starts the delivery worker on the system clock; stop it with
+    /// [`WebhookTask::shutdown`].
     pub fn start(self: &Arc<Self>, store: Store) -> Result<WebhookTask, WebhookError> {
-        self.start_with_lookup(store, guard::system_lookup())
+        self.start_with_clock(store, Clock::system())
     }
 
-    /// [`Webhooks::start`] with the callback client's name lookup given (tests).
+    /// [`Webhooks::start`] on a given clock: the worker reads the time (what is due,
+    /// when to wake, how long a destination rests, the `X-Gsmgw-Timestamp` it signs)
+    /// from `clock` only, so a test on [`Clock::paused`] drives its retries with tokio's
+    /// paused time.
+    pub fn start_with_clock(
+        self: &Arc<Self>,
+        store: Store,
+        clock: Clock,
+    ) -> Result<WebhookTask, WebhookError> {
+        self.start_with_lookup(store, guard::system_lookup(), clock)
+    }
+
+    /// [`Webhooks::start_with_clock`] with the callback client's name lookup given
+    /// (tests).
     fn start_with_lookup(
         self: &Arc<Self>,
         store: Store,
         lookup: Lookup,
+        clock: Clock,
     ) -> Result<WebhookTask, WebhookError> {
         let d = &self.delivery;
         let trusted = reqwest::Client::builder()
@@ -374,6 +434,7 @@ impl Webhooks {
         let callbacks = guard::callback_client(self.policy.clone(), lookup, d.connect_timeout)
             .map_err(|e| WebhookError::Client(e.to_string()))?;
         let stop = Arc::new(Notify::new());
+        let (recorded, recorded_rx) = watch::channel(0);
         let worker = Worker {
             hooks: self.clone(),
             store,
@@ -384,12 +445,16 @@ impl Webhooks {
                 secret: d.secret.clone(),
                 callback_secret: d.callback_secret.clone(),
                 timeout: d.timeout,
+                clock,
             }),
             stop: stop.clone(),
+            clock,
+            recorded,
         };
         Ok(WebhookTask {
             join: tokio::spawn(worker.run()),
             stop,
+            recorded: recorded_rx,
         })
     }
 }
@@ -398,9 +463,17 @@ impl Webhooks {
 pub struct WebhookTask {
     join: JoinHandle<()>,
     stop: Arc<Notify>,
+    recorded: watch::Receiver<u64>,
 }
 
 impl WebhookTask {
+    /// How many attempts the worker has recorded in the store so far (delivered,
+    /// scheduled for a retry, or given up), changing after each record is committed:
+    /// what a test waits on instead of polling the outbox.
+    pub fn recorded(&self) -> watch::Receiver<u64> {
+        self.recorded.clone()
+    }
+
     /// Starts no new attempt, lets those in flight finish (each bounded by the
     /// timeout) and records them; rows not yet delivered go out after the next start.
     pub async fn shutdown(self) {
@@ -538,12 +611,21 @@ struct Sender {
     secret: Option<String>,
     callback_secret: Option<String>,
     timeout: Duration,
+    /// Stamps `X-Gsmgw-Timestamp`.
+    clock: Clock,
 }
 
 impl Sender {
     async fn deliver(&self, row: &EventRow, configured: bool) -> Outcome {
         if configured {
-            return attempt(&self.trusted, row, self.secret.as_deref(), self.timeout).await;
+            return attempt(
+                &self.trusted,
+                row,
+                self.secret.as_deref(),
+                self.timeout,
+                self.clock.now_ms(),
+            )
+            .await;
         }
         // Rows written before this check existed, or under a wider allow-list, too.
         if let Err(e) = check_callback_url(&row.url, &self.policy) {
@@ -554,6 +636,7 @@ impl Sender {
             row,
             self.callback_secret.as_deref(),
             self.timeout,
+            self.clock.now_ms(),
         )
         .await
     }
@@ -564,6 +647,10 @@ struct Worker {
     store: Store,
     sender: Arc<Sender>,
     stop: Arc<Notify>,
+    /// The only time the worker reads.
+    clock: Clock,
+    /// Attempts recorded ([`WebhookTask::recorded`]).
+    recorded: watch::Sender<u64>,
 }
 
 /// A row being posted: its id, destination and class.
@@ -599,7 +686,7 @@ impl Worker {
         loop {
             let mut wake_at = None;
             if !stopping && sched.has_room() {
-                let now = now_ms();
+                let now = self.clock.now_ms();
                 sched.prune(now);
                 // The pick runs on a blocking thread with a copy of the scheduler and
                 // hands it back with the picked rows started.
@@ -665,7 +752,7 @@ impl Worker {
                     match done {
                         Ok((task, (row, outcome))) => {
                             if let Some(f) = in_flight.remove(&task) {
-                                sched.finish(&f.dest, f.configured, outcome.health(), now_ms());
+                                sched.finish(&f.dest, f.configured, outcome.health(), self.clock.now_ms());
                             }
                             self.record(&d, row, outcome).await;
                         }
@@ -673,21 +760,21 @@ impl Worker {
                             // Only on a panic; the row stays due and is picked up again.
                             warn!(error = %e, "webhook attempt task failed");
                             if let Some(f) = in_flight.remove(&e.id()) {
-                                sched.finish(&f.dest, f.configured, Health::Unknown, now_ms());
+                                sched.finish(&f.dest, f.configured, Health::Unknown, self.clock.now_ms());
                             }
                         }
                     }
                 }
                 _ = self.hooks.wake.notified(), if !stopping => {}
                 _ = self.stop.notified(), if !stopping => stopping = true,
-                _ = sleep_until_ms(wake_at), if wake_at.is_some() && !stopping => {}
+                _ = sleep_until_ms(&self.clock, wake_at), if wake_at.is_some() && !stopping => {}
             }
         }
         debug!("webhook worker stopped");
     }
 
     async fn record(&self, d: &Delivery, row: EventRow, outcome: Outcome) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let id = row.id;
         let attempts = row.attempts + 1;
         let url = redact(&row.url);
@@ -716,15 +803,17 @@ impl Worker {
         if let Err(e) = r {
             warn!(row = id, error = %e, "cannot record a webhook attempt");
         }
+        self.recorded.send_modify(|n| *n += 1);
     }
 }
 
-/// One POST of one row.
+/// One POST of one row; `now_ms` is the wall time it is stamped (and signed) with.
 async fn attempt(
     client: &reqwest::Client,
     row: &EventRow,
     secret: Option<&str>,
     timeout: Duration,
+    now_ms: i64,
 ) -> Outcome {
     if !(row.url.starts_with("http://") || row.url.starts_with("https://")) {
         return Outcome::Permanent("only http:// and https:// URLs are supported".into());
@@ -733,7 +822,7 @@ async fn attempt(
         .ok()
         .and_then(|v| v["id"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    let ts = now_ms() / 1000;
+    let ts = now_ms / 1000;
     let mut req = client
         .post(&row.url)
         .timeout(timeout)
@@ -794,9 +883,49 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn sleep_until_ms(at: Option<i64>) {
-    let wait = at.map_or(0, |t| t.saturating_sub(now_ms()).max(0));
+/// Sleeps until the wall time `at` (ms) of `clock`: on a paused clock, until tokio's
+/// paused time gets there.
+async fn sleep_until_ms(clock: &Clock, at: Option<i64>) {
+    let wait = at.map_or(0, |t| t.saturating_sub(clock.now_ms()).max(0));
     tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
+}
+
+/// Enqueues events inside a [`Webhooks::record`] write, in that write's transaction.
+pub struct Announce<'a> {
+    hooks: &'a Webhooks,
+    conn: &'a Connection,
+}
+
+impl Announce<'_> {
+    /// `kind` for message `id` as it is now in this write.
+    pub fn message(&self, id: i64, kind: EventKind, now: i64) -> store::Result<Option<String>> {
+        self.hooks.message_event(self.conn, id, kind, now)
+    }
+
+    /// The event for a status change of message `id` (none for intermediate statuses).
+    pub fn status(
+        &self,
+        id: i64,
+        status: MessageStatus,
+        now: i64,
+    ) -> store::Result<Option<String>> {
+        self.hooks.status_event(self.conn, id, status, now)
+    }
+
+    /// `inbound.received` for an inbox row created in this write.
+    pub fn inbound(&self, inbox_id: i64, now: i64) -> store::Result<Option<String>> {
+        self.hooks.inbound_event(self.conn, inbox_id, now)
+    }
+
+    /// `modem.state`.
+    pub fn modem_state(
+        &self,
+        modem: &str,
+        state: &ModemState,
+        now: i64,
+    ) -> store::Result<Option<String>> {
+        self.hooks.modem_state_event(self.conn, modem, state, now)
+    }
 }
 
 #[cfg(test)]

@@ -182,7 +182,7 @@ async fn https_urls_go_through_tls() {
         delivered_at: None,
         last_error: None,
     };
-    match attempt(&client, &row, Some("s"), Duration::from_secs(5)).await {
+    match attempt(&client, &row, Some("s"), Duration::from_secs(5), 0).await {
         Outcome::Unreachable(e) => assert!(!e.contains("supported"), "{e}"),
         Outcome::Permanent(e) => panic!("https refused: {e}"),
         other => panic!("a plain-text server cannot complete a TLS handshake: {other:?}"),
@@ -190,7 +190,7 @@ async fn https_urls_go_through_tls() {
     let mut ftp = row.clone();
     ftp.url = "ftp://127.0.0.1/x".into();
     assert!(matches!(
-        attempt(&client, &ftp, None, Duration::from_secs(1)).await,
+        attempt(&client, &ftp, None, Duration::from_secs(1), 0).await,
         Outcome::Permanent(_)
     ));
 }
@@ -662,7 +662,7 @@ async fn the_callback_client_never_connects_to_a_refused_address() {
             delivered_at: None,
             last_error: None,
         };
-        match attempt(&client, &row, Some("k"), Duration::from_secs(5)).await {
+        match attempt(&client, &row, Some("k"), Duration::from_secs(5), 0).await {
             Outcome::Permanent(e) => assert!(e.starts_with("refused: "), "{host}: {e}"),
             other => panic!("{host}: {other:?}"),
         }
@@ -683,30 +683,33 @@ fn callback_hooks(callback_hosts: &[&str]) -> Arc<Webhooks> {
 async fn enqueue(store: &Store, hooks: &Webhooks, url: String) {
     store
         .write(move |c| {
-            store::enqueue_event(c, "message.sent", &json!({"id": 1}), &[url], now_ms())
+            store::enqueue_event(
+                c,
+                "message.sent",
+                &json!({"id": 1}),
+                &[url],
+                store::now_ms(),
+            )
         })
         .await
         .unwrap();
     hooks.poke();
 }
 
-/// Waits (bounded) until the only outbox row has had an attempt recorded.
-async fn first_recorded(store: &Store) -> EventRow {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let rows = store
-            .read(|c| store::list_events(c, None, 10))
-            .await
-            .unwrap();
-        if let Some(r) = rows.first().filter(|r| r.attempts > 0) {
-            return r.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no attempt recorded: {rows:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The only outbox row, once the worker has recorded an attempt of it (waits on the
+/// worker's record count, bounded, rather than polling the store).
+async fn first_recorded(store: &Store, task: &WebhookTask) -> EventRow {
+    let mut recorded = task.recorded();
+    tokio::time::timeout(Duration::from_secs(20), recorded.wait_for(|n| *n >= 1))
+        .await
+        .expect("an attempt recorded in time")
+        .expect("the worker runs");
+    let rows = store
+        .read(|c| store::list_events(c, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    rows[0].clone()
 }
 
 #[tokio::test]
@@ -727,10 +730,11 @@ async fn the_worker_gives_up_callbacks_to_loopback_without_connecting() {
             .start_with_lookup(
                 store.clone(),
                 fake_lookup(&[("rebind.test", IpAddr::from([127, 0, 0, 1]))]),
+                Clock::system(),
             )
             .unwrap();
         enqueue(&store, &hooks, url).await;
-        let row = first_recorded(&store).await;
+        let row = first_recorded(&store, &task).await;
         assert_eq!(row.next_attempt_at, GAVE_UP, "{host}: {row:?}");
         assert_eq!(row.delivered_at, None);
         assert_eq!(row.attempts, 1);
@@ -765,6 +769,7 @@ async fn an_allow_listed_callback_host_is_delivered_signed_with_the_callback_key
         .start_with_lookup(
             store.clone(),
             fake_lookup(&[("hooks.internal.test", IpAddr::from([127, 0, 0, 1]))]),
+            Clock::system(),
         )
         .unwrap();
     enqueue(
@@ -790,4 +795,95 @@ async fn an_allow_listed_callback_host_is_delivered_signed_with_the_callback_key
     );
     task.shutdown().await;
     server.abort();
+}
+
+/// Resolves after `secs` of real time, from a thread of its own: bounds a test on paused
+/// tokio time without a tokio timer (auto-advance jumps to the earliest pending timer
+/// whenever the runtime idles, e.g. while the store's writer thread commits, so a tokio
+/// timeout there would fire at once).
+fn real_deadline(secs: u64) -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(secs));
+        let _ = tx.send(());
+    });
+    rx
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_follow_the_backoff_schedule_on_paused_time() {
+    // A callback host the operator allows that does not resolve: each attempt fails at
+    // once, without a socket (so tokio's paused time moves only through the worker's
+    // timers), as unreachable. Retried after 1, 2, 4, 4 s (base 1 s, capped at 4 s),
+    // given up at the 5th. The worker reads only the paused clock: on the system clock
+    // it would find nothing due when its timer fires and every retry would come late.
+    let clock = Clock::paused();
+    let cfg = WebhooksConfig {
+        callback_hosts: vec!["gone.test".into()],
+        retry_base_ms: 1_000,
+        retry_max_ms: 4_000,
+        max_attempts: 5,
+        ..WebhooksConfig::default()
+    };
+    let hooks = Arc::new(Webhooks::from_config(&cfg, Some("operator-secret".into())));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("w.db")).unwrap();
+    let task = hooks
+        .start_with_lookup(store.clone(), fake_lookup(&[]), clock)
+        .unwrap();
+    let mut recorded = task.recorded();
+    let t0 = clock.now_ms();
+    store
+        .write(move |c| {
+            let url = "http://gone.test/cb".to_owned();
+            store::enqueue_event(c, "message.sent", &json!({"id": 1}), &[url], t0)
+        })
+        .await
+        .unwrap();
+    hooks.poke();
+    let mut deadline = real_deadline(60);
+    let mut due = t0;
+    for attempt in 1..=5u32 {
+        tokio::select! {
+            r = recorded.wait_for(|n| *n >= u64::from(attempt)) => {
+                r.expect("the worker runs");
+            }
+            _ = &mut deadline => panic!("attempt {attempt} not recorded within a minute"),
+        }
+        // Paused time has not moved since the worker recorded the attempt (nothing but
+        // the worker's own timer is pending, and it is not armed while it records).
+        let at = clock.now_ms();
+        assert!(
+            (due..due + 20).contains(&at),
+            "attempt {attempt} at {} ms, due at {} ms",
+            at - t0,
+            due - t0
+        );
+        let rows = store
+            .read(|c| store::list_events(c, None, 10))
+            .await
+            .unwrap();
+        let row = &rows[0];
+        assert_eq!(row.attempts, attempt, "{row:?}");
+        assert_eq!(row.delivered_at, None);
+        let err = row.last_error.clone().unwrap_or_default();
+        assert!(!err.is_empty() && !err.starts_with("refused"), "{err}");
+        if attempt < 5 {
+            let delay = backoff(Duration::from_secs(1), Duration::from_secs(4), attempt);
+            assert_eq!(
+                row.next_attempt_at - at,
+                i64::try_from(delay.as_millis()).unwrap(),
+                "attempt {attempt}"
+            );
+            due = row.next_attempt_at;
+        } else {
+            assert_eq!(row.next_attempt_at, GAVE_UP, "{row:?}");
+        }
+    }
+    let took = clock.now_ms() - t0;
+    assert!(
+        (11_000..11_100).contains(&took),
+        "1 + 2 + 4 + 4 s of paused time, not {took} ms"
+    );
+    task.shutdown().await;
 }
