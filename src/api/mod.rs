@@ -32,8 +32,6 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 /// Request bodies larger than this are refused with 413.
@@ -54,8 +52,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
 }
 
-/// A boxed future, for the async methods of the object-safe [`ModemsView`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// The crate's boxed future, for the async methods of the object-safe [`ModemsView`].
+pub use crate::modem::BoxFuture;
 
 /// The daemon's modems, as the API shows and steers them.
 pub trait ModemsView: Send + Sync + 'static {

@@ -122,6 +122,8 @@ pub async fn serve_until(
     // The one clock every component reads (tests hand theirs to the parts they drive).
     let clock = crate::clock::Clock::system();
     let cfg = &opts.config;
+    // Every timeout the daemon's parts use, read once from the file's keys.
+    let timeouts = cfg.timeouts();
     let db = opts.db.clone().unwrap_or_else(|| cfg.store.path.clone());
     let store = Store::open(&db)?;
     info!(path = %db.display(), "store open");
@@ -154,7 +156,7 @@ pub async fn serve_until(
     let pool = Pool::new(cfg.pool.clone())?;
     let settings = Settings {
         max_attempts: cfg.dispatch.max_attempts,
-        timeouts: cfg.timeouts(),
+        timeouts,
         in_flight: cfg.store.in_flight,
         window: cfg.dispatch.queue_window,
         webhooks: webhooks.clone(),
@@ -164,8 +166,7 @@ pub async fn serve_until(
 
     let sink = Arc::new(StoreSink {
         store: store.clone(),
-        report_window_ms: i64::try_from(cfg.dispatch.report_window_secs.saturating_mul(1000))
-            .unwrap_or(i64::MAX),
+        report_window_ms: i64::try_from(timeouts.report_window.as_millis()).unwrap_or(i64::MAX),
         webhooks: webhooks.clone(),
         optout: cfg.optout.enabled.then(|| {
             Arc::new(store::OptOutKeywords {
@@ -221,14 +222,10 @@ pub async fn serve_until(
     let hotplug_task = hotplug::spawn(
         ports.clone(),
         initial,
-        Duration::from_secs(cfg.modems.rescan_secs.max(1)),
+        timeouts.rescan.max(Duration::from_secs(1)),
         port_tx,
     );
-    let follow_task = tokio::spawn(
-        fleet
-            .clone()
-            .follow(port_rx, Duration::from_secs(cfg.modems.remove_after_secs)),
-    );
+    let follow_task = tokio::spawn(fleet.clone().follow(port_rx, timeouts.remove_after));
     if fleet.is_empty() {
         warn!("no modem ports found; messages will queue until modems appear");
     }
@@ -237,8 +234,7 @@ pub async fn serve_until(
     let reassembly = {
         let store = store.clone();
         let webhooks = webhooks.clone();
-        let timeout_ms =
-            i64::try_from(cfg.dispatch.reassembly_timeout_secs * 1000).unwrap_or(i64::MAX);
+        let timeout_ms = i64::try_from(timeouts.reassembly.as_millis()).unwrap_or(i64::MAX);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {

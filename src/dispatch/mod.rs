@@ -30,9 +30,13 @@ use tracing::{debug, info, warn};
 
 /// Named priorities; any integer works, higher goes first.
 pub mod priority {
+    /// One-time codes: ahead of everything, an OTP never waits behind bulk.
     pub const OTP: i32 = 300;
+    /// Time-critical notices.
     pub const HIGH: i32 = 200;
+    /// The default.
     pub const NORMAL: i32 = 100;
+    /// Marketing and bulk: whenever nothing else waits.
     pub const BULK: i32 = 0;
 
     /// `otp`, `high`, `normal`, `bulk`.
@@ -46,6 +50,7 @@ pub mod priority {
         })
     }
 
+    /// The name of a named priority, else the number (what the API shows).
     pub fn name(p: i32) -> String {
         match p {
             OTP => "otp".into(),
@@ -60,9 +65,11 @@ pub mod priority {
 /// Retry and crash policy.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Attempts before a message fails for good (`[store] max_attempts`, 5).
     pub max_attempts: u32,
     /// The retry back-off (`retry_base`, `retry_max`) among the others, defined once.
     pub timeouts: Timeouts,
+    /// What start-up does with a part whose `AT+CMGS` was in flight at a crash.
     pub in_flight: InFlightPolicy,
     /// Most queued messages kept in memory; the rest wait in the store and are paged in
     /// as the window drains, so a million queued messages cost no more RAM than this.
@@ -91,19 +98,31 @@ impl Default for Settings {
 /// A message waiting to go out, as the dispatcher tracks it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {
+    /// The message id (store and API).
     pub id: i64,
+    /// Higher goes first (see [`priority`]).
     pub priority: i32,
     /// Not before (unix ms): `send_at` or the next retry.
     pub due: i64,
+    /// Not sent by then (unix ms): expired instead.
     pub expires_at: Option<i64>,
+    /// The recipient, E.164.
     pub to: String,
+    /// The text to encode.
     pub body: String,
+    /// Parts the planner made of it at accept time.
     pub parts_total: u32,
+    /// Only this SIM (ICCID) may send it.
     pub pinned_sim: Option<String>,
+    /// Ask for a delivery report (TP-SRR).
     pub status_report: bool,
+    /// Class 0: shown, not stored, by the handset.
     pub flash: bool,
+    /// TP-VP in seconds, when the API gave one.
     pub validity_secs: Option<u32>,
+    /// The concatenation reference the store allocated (same for every attempt).
     pub concat_ref: u16,
+    /// Attempts made so far.
     pub attempts: u32,
     /// Parts the SMSC already accepted: never sent again.
     pub sent_seqs: Vec<u32>,
@@ -118,6 +137,7 @@ pub struct Queued {
 }
 
 impl Queued {
+    /// The dispatcher's view of a stored message (parts already accepted included).
     pub fn from_record(m: &MessageRecord) -> Queued {
         let sent: Vec<&store::PartRecord> = m.parts.iter().filter(|p| p.mr.is_some()).collect();
         Queued {
@@ -162,10 +182,15 @@ impl Queued {
 /// A message changed status (for webhooks, metrics and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
+    /// The message.
     pub id: i64,
+    /// Its new status.
     pub status: MessageStatus,
+    /// The SIM (ICCID) it went out on, when it went out.
     pub sim: Option<String>,
+    /// The modem it went out on, when it went out.
     pub modem: Option<String>,
+    /// Why it failed or is retried.
     pub error: Option<String>,
 }
 
@@ -262,6 +287,7 @@ pub struct Dispatcher {
 
 /// The task; await `join` after `shutdown`.
 pub struct DispatcherTask {
+    /// Ends once the loop has stopped and every send in flight has ended.
     pub join: JoinHandle<()>,
 }
 
@@ -345,14 +371,17 @@ impl Dispatcher {
         let _ = self.tx.send(Input::Cancelled(id));
     }
 
+    /// A modem to send through (its status follows with [`Dispatcher::modem_status`]).
     pub fn modem_added(&self, id: ModemId, outbound: Arc<dyn Outbound>) {
         let _ = self.tx.send(Input::ModemAdded(id, outbound));
     }
 
+    /// A modem's current readiness, SIM and signal, for the pool.
     pub fn modem_status(&self, status: ModemStatus) {
         let _ = self.tx.send(Input::ModemStatus(status));
     }
 
+    /// A modem is gone: nothing more is sent through it.
     pub fn modem_removed(&self, id: ModemId) {
         let _ = self.tx.send(Input::ModemRemoved(id));
     }
@@ -362,6 +391,7 @@ impl Dispatcher {
         self.beat.load(Ordering::Relaxed)
     }
 
+    /// Every status change the dispatcher makes, from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
         self.events.subscribe()
     }

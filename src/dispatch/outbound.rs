@@ -11,14 +11,18 @@ pub use crate::pdu::plan::OutPart;
 /// A part the SMSC accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartSent {
+    /// 1-based part number within the message.
     pub seq: u32,
+    /// TP-MR the SMSC gave it (`+CMGS: <mr>`): status reports quote it.
     pub mr: u8,
 }
 
 /// The parts of one message to send in order, keeping the link up between them.
 #[derive(Debug)]
 pub struct SendJob {
+    /// The message the parts belong to (for logs).
     pub message_id: i64,
+    /// The parts still to send, in order.
     pub parts: Vec<OutPart>,
     /// Each accepted part, as soon as it is accepted (so its MR is stored even if a
     /// later part fails or the daemon dies).
@@ -40,15 +44,19 @@ pub enum FailureKind {
     PossiblySent,
 }
 
+/// A failed send, as the modem task reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendFailure {
+    /// What the dispatcher does with the message.
     pub kind: FailureKind,
     /// A short code for the API (`cms:42`, `timeout`, …).
     pub code: String,
+    /// For people: the device's words or what broke.
     pub message: String,
 }
 
 /// A modem as the dispatcher sees it.
 pub trait Outbound: Send + Sync + 'static {
+    /// Sends the job's parts in order, reporting each accepted one to `job.progress`.
     fn send(&self, job: SendJob) -> BoxFuture<'_, Result<(), SendFailure>>;
 }

@@ -27,7 +27,7 @@ pub use dcs::{Alphabet, Dcs, MessageWaiting, WaitingKind};
 pub use error::PduError;
 pub use gsm7::{Gsm7Tables, Language};
 pub use message::{MAX_PARTS, SubmitOptions, encode_plan, encode_submit};
-pub use plan::{Plan, PlanOptions, PlannedPart, TextEncoding, plan};
+pub use plan::{OutPart, Plan, PlanOptions, PlannedPart, TextEncoding, plan, plan_parts};
 pub use status::{Status, StatusCategory};
 pub use time::{Timestamp, Validity};
 pub use tpdu::{Deliver, EncodedPdu, Pdu, StatusReport, Submit, Tpdu, decode, decode_hex};

@@ -2,7 +2,7 @@
 //! `--sim N`, or on the PTYs of a bank the test owns), its HTTP API, and waiting for a
 //! condition with a deadline (tests wait on what the daemon shows, never on a sleep
 //! followed by "nothing happened").
-#![allow(dead_code, unreachable_pub)] // each test binary uses its own part of it
+#![allow(dead_code)] // each test binary uses its own part of it
 
 use gsmgw::config::Config;
 use gsmgw::daemon::{Running, ServeOptions};
@@ -13,11 +13,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The bearer token the harness configures unless a test names another.
-pub const TOKEN: &str = "test-token";
+pub(crate) const TOKEN: &str = "test-token";
 
 /// Defaults with the modem timeouts shortened to what hw-sim needs, so a test that goes
 /// wrong fails in seconds rather than minutes.
-pub fn test_config() -> Config {
+pub(crate) fn test_config() -> Config {
     let mut config = Config::default();
     config.modems.command_timeout_ms = 2_000;
     config.modems.send_timeout_ms = 10_000;
@@ -26,7 +26,7 @@ pub fn test_config() -> Config {
 
 /// Polls `check` until it returns `Some`, failing with `what` and the last value seen
 /// after `within`.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -46,7 +46,7 @@ where
 
 /// A simulated bank of `n` modems of `profile` with links in `dir/bank` and a fixed
 /// `AT+CMGS` latency.
-pub async fn sim_bank(
+pub(crate) async fn sim_bank(
     dir: &Path,
     n: usize,
     profile: hw_sim::ProfileName,
@@ -68,30 +68,30 @@ pub async fn sim_bank(
 }
 
 /// The daemon running as a task of the test's runtime.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// Where it listens, its store and dispatcher.
-    pub running: Running,
+    pub(crate) running: Running,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), String>>,
     /// A client for its API.
-    pub http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// The token requests carry.
-    pub token: String,
+    pub(crate) token: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 /// What to start: [`Daemon::start`] fills in the listener (a free loopback port).
-pub struct Start {
+pub(crate) struct Start {
     /// The configuration ([`test_config`] by default).
-    pub config: Config,
+    pub(crate) config: Config,
     /// The database file (a fresh temporary one by default).
-    pub db: Option<PathBuf>,
+    pub(crate) db: Option<PathBuf>,
     /// Ports, globs or `tcp://` addresses; empty with `sim`.
-    pub ports: Vec<String>,
+    pub(crate) ports: Vec<String>,
     /// An in-process bank of this many modems (`serve --sim N`).
-    pub sim: Option<usize>,
+    pub(crate) sim: Option<usize>,
     /// API tokens ([`TOKEN`] by default); the first one is used for requests.
-    pub tokens: Vec<String>,
+    pub(crate) tokens: Vec<String>,
 }
 
 impl Default for Start {
@@ -108,7 +108,7 @@ impl Default for Start {
 
 impl Daemon {
     /// Starts the daemon and waits until it listens.
-    pub async fn start(s: Start) -> Daemon {
+    pub(crate) async fn start(s: Start) -> Daemon {
         let (db, dir) = match s.db {
             Some(db) => (db, None),
             None => {
@@ -140,7 +140,7 @@ impl Daemon {
     }
 
     /// `serve --sim N` with the test configuration and a temporary database.
-    pub async fn sim(modems: usize) -> Daemon {
+    pub(crate) async fn sim(modems: usize) -> Daemon {
         Daemon::start(Start {
             sim: Some(modems),
             ..Start::default()
@@ -149,7 +149,7 @@ impl Daemon {
     }
 
     /// The daemon on `ports` with its database in `dir` (kept across restarts).
-    pub async fn on_ports(ports: Vec<String>, dir: &Path) -> Daemon {
+    pub(crate) async fn on_ports(ports: Vec<String>, dir: &Path) -> Daemon {
         Daemon::start(Start {
             ports,
             db: Some(dir.join("gsmgw.db")),
@@ -159,12 +159,12 @@ impl Daemon {
     }
 
     /// The API URL of `path`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running.api)
     }
 
     /// The in-process bank's control URL of `path` (with `sim` only).
-    pub fn sim_url(&self, path: &str) -> String {
+    pub(crate) fn sim_url(&self, path: &str) -> String {
         format!(
             "http://{}{path}",
             self.running.sim_control.expect("started with sim")
@@ -172,7 +172,12 @@ impl Daemon {
     }
 
     /// Any request with the token: status and JSON body (`null` when there is none).
-    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let url = self.url(path);
         let mut req = match method {
             "POST" => self.http.post(url),
@@ -190,29 +195,29 @@ impl Daemon {
     }
 
     /// GET with the token; the JSON body whatever the status.
-    pub async fn get_json(&self, path: &str) -> Value {
+    pub(crate) async fn get_json(&self, path: &str) -> Value {
         self.call("GET", path, None).await.1
     }
 
     /// POST /v1/messages.
-    pub async fn post(&self, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, body: Value) -> (u16, Value) {
         self.call("POST", "/v1/messages", Some(&body)).await
     }
 
     /// POST /v1/messages `{to, text}`, asserting 202; the message id.
-    pub async fn send(&self, to: &str, text: &str) -> i64 {
+    pub(crate) async fn send(&self, to: &str, text: &str) -> i64 {
         let (s, v) = self.post(json!({"to": to, "text": text})).await;
         assert_eq!(s, 202, "{v}");
         v["id"].as_i64().unwrap()
     }
 
     /// GET /v1/messages/{id}.
-    pub async fn get(&self, id: i64) -> Value {
+    pub(crate) async fn get(&self, id: i64) -> Value {
         self.get_json(&format!("/v1/messages/{id}")).await
     }
 
     /// Waits until the message has one of `statuses`.
-    pub async fn wait_status_in(&self, id: i64, statuses: &[&str]) -> Value {
+    pub(crate) async fn wait_status_in(&self, id: i64, statuses: &[&str]) -> Value {
         eventually(
             &format!("message {id} never reached {statuses:?}"),
             Duration::from_secs(30),
@@ -228,24 +233,28 @@ impl Daemon {
     }
 
     /// Waits until the message reaches `status`.
-    pub async fn wait_status(&self, id: i64, status: &str) -> Value {
+    pub(crate) async fn wait_status(&self, id: i64, status: &str) -> Value {
         self.wait_status_in(id, &[status]).await
     }
 
     /// Waits until the message has left: `sent`, or already `delivered` when its status
     /// report came quickly.
-    pub async fn wait_out(&self, id: i64) -> Value {
+    pub(crate) async fn wait_out(&self, id: i64) -> Value {
         self.wait_status_in(id, &["sent", "delivered"]).await
     }
 
     /// GET /v1/modems: the items.
-    pub async fn modems(&self) -> Vec<Value> {
+    pub(crate) async fn modems(&self) -> Vec<Value> {
         let v = self.get_json("/v1/modems").await;
         v["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// Waits until the modem list satisfies `pred`.
-    pub async fn wait_modems(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub(crate) async fn wait_modems(
+        &self,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         eventually(what, Duration::from_secs(15), || async {
             let m = self.modems().await;
             if pred(&m) {
@@ -258,7 +267,7 @@ impl Daemon {
     }
 
     /// Waits until `/readyz` counts `n` modems that can send.
-    pub async fn wait_ready(&self, n: u64) {
+    pub(crate) async fn wait_ready(&self, n: u64) {
         eventually(
             &format!("{n} modems ready"),
             Duration::from_secs(30),
@@ -283,7 +292,11 @@ impl Daemon {
     }
 
     /// The inbox items, once `done` says they are all there.
-    pub async fn wait_inbox(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub(crate) async fn wait_inbox(
+        &self,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         eventually(what, Duration::from_secs(60), || async {
             let inbox = self.get_json("/v1/inbox").await;
             let items = inbox["items"].as_array().cloned().unwrap_or_default();
@@ -297,7 +310,7 @@ impl Daemon {
     }
 
     /// What the in-process bank's network received (with `sim` only).
-    pub async fn sink(&self) -> Vec<Value> {
+    pub(crate) async fn sink(&self) -> Vec<Value> {
         self.http
             .get(self.sim_url("/messages"))
             .send()
@@ -310,7 +323,7 @@ impl Daemon {
 
     /// Waits for the daemon to end by itself (not asked to stop) and returns how it
     /// ended.
-    pub async fn ended(mut self, within: Duration) -> Result<(), String> {
+    pub(crate) async fn ended(mut self, within: Duration) -> Result<(), String> {
         let _keep_running = self.stop.take();
         tokio::time::timeout(within, &mut self.task)
             .await
@@ -319,7 +332,7 @@ impl Daemon {
     }
 
     /// Stops it gracefully and checks that it ran without error.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

@@ -7,14 +7,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub struct Sim {
-    pub rt: tokio::runtime::Runtime,
-    pub bank: Option<BankHandle>,
-    pub dir: tempfile::TempDir,
+pub(crate) struct Sim {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) bank: Option<BankHandle>,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Sim {
-    pub fn start(f: impl FnOnce(&mut BankConfig)) -> Sim {
+    pub(crate) fn start(f: impl FnOnce(&mut BankConfig)) -> Sim {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -35,32 +35,32 @@ impl Sim {
         }
     }
 
-    pub fn bank(&self) -> &BankHandle {
+    pub(crate) fn bank(&self) -> &BankHandle {
         self.bank.as_ref().unwrap()
     }
 
-    pub fn link(&self, i: usize) -> std::path::PathBuf {
+    pub(crate) fn link(&self, i: usize) -> std::path::PathBuf {
         self.dir.path().join("links").join(format!("modem{i}"))
     }
 
-    pub fn open(&self, i: usize) -> Port {
+    pub(crate) fn open(&self, i: usize) -> Port {
         Port::open(&self.link(i))
     }
 
-    pub fn shutdown(mut self) {
+    pub(crate) fn shutdown(mut self) {
         if let Some(b) = self.bank.take() {
             self.rt.block_on(b.shutdown());
         }
     }
 }
 
-pub struct Port {
+pub(crate) struct Port {
     f: std::fs::File,
-    pub buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Port {
-    pub fn open(p: &Path) -> Port {
+    pub(crate) fn open(p: &Path) -> Port {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -70,7 +70,7 @@ impl Port {
         Port { f, buf: Vec::new() }
     }
 
-    pub fn send(&mut self, b: &[u8]) {
+    pub(crate) fn send(&mut self, b: &[u8]) {
         self.f.write_all(b).unwrap();
     }
 
@@ -86,7 +86,11 @@ impl Port {
     }
 
     /// Reads until `pred(buf)` or the timeout; returns and clears what was read.
-    pub fn read_until(&mut self, timeout: Duration, pred: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    pub(crate) fn read_until(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&[u8]) -> bool,
+    ) -> Vec<u8> {
         let end = Instant::now() + timeout;
         while !pred(&self.buf) && Instant::now() < end {
             if !self.fill() {
@@ -97,24 +101,24 @@ impl Port {
     }
 
     /// Whatever is readable right now, without waiting.
-    pub fn read_now(&mut self) -> Vec<u8> {
+    pub(crate) fn read_now(&mut self) -> Vec<u8> {
         while self.fill() {}
         std::mem::take(&mut self.buf)
     }
 
     /// Everything that arrives within `d`.
-    pub fn drain(&mut self, d: Duration) -> Vec<u8> {
+    pub(crate) fn drain(&mut self, d: Duration) -> Vec<u8> {
         self.read_until(d, |_| false)
     }
 
     /// Sends a command line and reads through its final result.
-    pub fn cmd(&mut self, line: &str) -> String {
+    pub(crate) fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r").as_bytes());
         let out = self.read_until(Duration::from_secs(5), final_seen);
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    pub fn expect(&mut self, needle: &str, timeout: Duration) -> String {
+    pub(crate) fn expect(&mut self, needle: &str, timeout: Duration) -> String {
         let n = needle.as_bytes().to_vec();
         let out = self.read_until(timeout, |b| b.windows(n.len()).any(|w| w == n.as_slice()));
         let s = String::from_utf8_lossy(&out).into_owned();
@@ -123,7 +127,7 @@ impl Port {
     }
 }
 
-pub fn final_seen(b: &[u8]) -> bool {
+pub(crate) fn final_seen(b: &[u8]) -> bool {
     let s = String::from_utf8_lossy(b);
     s.ends_with("OK\r\n")
         || s.ends_with("ERROR\r\n")
@@ -133,7 +137,7 @@ pub fn final_seen(b: &[u8]) -> bool {
 }
 
 /// Minimal HTTP/1.1 request; returns (status, body).
-pub fn http(
+pub(crate) fn http(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
