@@ -134,6 +134,7 @@ async fn daemon(modems: usize, latency: u64) -> Daemon {
         sim: Some(modems),
         sim_latency: Some((latency, latency)),
         tokens: vec!["bench".into()],
+        config_path: None,
     };
     let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(60))
         .await
@@ -298,6 +299,7 @@ async fn million_bench() {
         sim: Some(8),
         sim_latency: Some((5, 5)),
         tokens: vec!["bench".into()],
+        config_path: None,
     };
     let rss_before = rss_mb();
     let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(120))

@@ -1217,3 +1217,125 @@ async fn a_full_disk_answers_503_never_a_false_202_and_recovers_by_itself() {
     let r = http.get(url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "ready again");
 }
+
+/// Issue #14 item 5: a reload re-reads the file — here the API token — without a
+/// restart, and a file that does not load leaves the running configuration in place.
+/// First through `Running::reload`, then as systemd does it: `SIGHUP` to `gsmgw serve`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_takes_a_new_token_and_keeps_the_old_config_on_a_broken_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gsmgw.toml");
+    let write = |token: &str| {
+        std::fs::write(
+            &path,
+            format!("[http]\ntoken = \"{token}\"\n[retention]\ninbox_days = 30\n"),
+        )
+        .unwrap();
+    };
+    write("first-token");
+    let d = Daemon::start(common::Start {
+        config: gsmgw::config::Config::load(&path).unwrap(),
+        config_path: Some(path.clone()),
+        tokens: vec!["first-token".into()],
+        db: Some(dir.path().join("gsmgw.db")),
+        ports: vec![dir.path().join("no-modems-*").display().to_string()],
+        ..common::Start::default()
+    })
+    .await;
+    let status = |token: &'static str| {
+        let (http, url) = (d.http.clone(), d.url("/v1/messages"));
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status("first-token").await, 200);
+    let mut reloads = d.running.reloads.clone();
+
+    write("second-token");
+    d.running.reload.send(()).unwrap();
+    reloads.wait_for(|r| r.applied == 1).await.unwrap();
+    assert_eq!(status("second-token").await, 200);
+    assert_eq!(status("first-token").await, 401, "the old token is gone");
+
+    std::fs::write(&path, "[http\ntoken = ").unwrap();
+    d.running.reload.send(()).unwrap();
+    reloads.wait_for(|r| r.refused == 1).await.unwrap();
+    assert_eq!(
+        status("second-token").await,
+        200,
+        "a broken file changes nothing"
+    );
+    d.stop().await;
+
+    // The real thing: SIGHUP to the process.
+    use std::io::{BufRead, BufReader};
+    write("third-token");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--port",
+            "/nonexistent/gsmgw*",
+        ])
+        .arg("--config")
+        .arg(&path)
+        .arg("--db")
+        .arg(dir.path().join("process.db"))
+        .env_remove("GSMGW_API_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let api = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(a) = line.strip_prefix("gsmgw API: http://") {
+            break a.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let http = reqwest::Client::new();
+    let get = |token: &'static str| {
+        let (http, url) = (http.clone(), format!("http://{api}/v1/messages"));
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get("third-token").await, 200);
+    write("fourth-token");
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    common::eventually(
+        "SIGHUP reloads the token",
+        Duration::from_secs(10),
+        || async {
+            match get("fourth-token").await {
+                200 => Ok(()),
+                s => Err(format!("{s}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(get("third-token").await, 401);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -58,7 +58,7 @@ async fn lookups(
     let to = to.to_owned();
     let configured = sim
         .as_ref()
-        .is_some_and(|s| state.settings.known_sims.iter().any(|k| k == s));
+        .is_some_and(|s| state.settings.get().known_sims.iter().any(|k| k == s));
     Ok(state
         .store
         .read(move |c| {
@@ -120,7 +120,7 @@ async fn prepare_typed(
     prefix: &str,
 ) -> Result<Prepared, ApiError> {
     let at = |e: ApiError| prefixed(e, prefix);
-    let settings = &state.settings;
+    let settings = &*state.settings.get();
     let v = req.validate(&Limits { settings, now }).map_err(at)?;
     let ValidMessage {
         to,
@@ -382,7 +382,7 @@ pub(super) async fn commit(
         .filter(|m| m.message.callback_url.is_some())
         .count() as u64;
     if callbacks > 0 {
-        let cap = state.settings.max_pending_callbacks;
+        let cap = state.settings.get().max_pending_callbacks;
         let owner = caller.token.clone();
         let pending = state
             .store
@@ -596,7 +596,7 @@ pub(super) async fn list(
     };
     let to = match q.to.as_deref() {
         None | Some("") => None,
-        Some(t) => Some(number::normalise_lenient(t, &state.settings)?),
+        Some(t) => Some(number::normalise_lenient(t, &state.settings.get())?),
     };
     let since = match q.since.as_deref() {
         None | Some("") => None,

@@ -58,7 +58,7 @@ pub(super) async fn inbox(
 
 pub(super) async fn sims(State(state): State<AppState>) -> Result<Response, ApiError> {
     let rows = state.store.read(store::list_sims).await?;
-    let configured = state.settings.known_sims.clone();
+    let configured = state.settings.get().known_sims.clone();
     let mut items: Vec<SimView> = rows
         .iter()
         .map(|s| SimView {
@@ -126,7 +126,7 @@ pub(super) async fn estimate(
         return Err(ApiError::field("text", "empty", "text is empty"));
     }
     let plan = pdu::plan(&text, &PlanOptions::default());
-    let max = state.settings.max_parts;
+    let max = state.settings.get().max_parts;
     Ok(Json(EstimateResponse {
         parts: plan.parts.len(),
         encoding: plan.encoding.name().to_owned(),
@@ -176,7 +176,7 @@ pub(super) async fn suppressions(
 
 /// The number in a path, normalised like a recipient (but not judged mobile).
 fn path_number(raw: &str, state: &AppState) -> Result<String, ApiError> {
-    number::normalise_lenient(raw, &state.settings).map_err(|mut e| {
+    number::normalise_lenient(raw, &state.settings.get()).map_err(|mut e| {
         e.field = Some("number".into());
         e
     })

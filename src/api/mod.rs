@@ -44,8 +44,8 @@ pub struct AppState {
     pub store: Store,
     /// Told of each message queued or cancelled, so that the send loop acts at once.
     pub dispatcher: Dispatcher,
-    /// What the handlers check requests against.
-    pub settings: Arc<ApiSettings>,
+    /// What the handlers check requests against; replaced whole on a reload.
+    pub settings: SharedSettings,
     /// Modem states for `/readyz` and `/v1/modems`, and modem actions.
     pub modems: Arc<dyn ModemsView>,
     /// Per-token request budgets.
@@ -77,6 +77,35 @@ pub trait ModemsView: Send + Sync + 'static {
         _code: &'a str,
     ) -> BoxFuture<'a, Option<Result<UssdView, String>>> {
         Box::pin(async { None })
+    }
+}
+
+/// [`ApiSettings`] that a reload (SIGHUP) can replace while requests run: each request
+/// reads one consistent snapshot with [`SharedSettings::get`].
+#[derive(Clone, Default)]
+pub struct SharedSettings(Arc<std::sync::RwLock<Arc<ApiSettings>>>);
+
+impl SharedSettings {
+    /// Settings to share.
+    pub fn new(settings: ApiSettings) -> SharedSettings {
+        SharedSettings(Arc::new(std::sync::RwLock::new(Arc::new(settings))))
+    }
+
+    /// The current settings.
+    pub fn get(&self) -> Arc<ApiSettings> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces them; requests already running keep the snapshot they took.
+    pub fn replace(&self, settings: ApiSettings) {
+        let new = Arc::new(settings);
+        match self.0.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
     }
 }
 
@@ -306,7 +335,8 @@ async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(token) = presented.and_then(|p| auth::authenticate(&state.settings.tokens, p)) else {
+    let settings = state.settings.get();
+    let Some(token) = presented.and_then(|p| auth::authenticate(&settings.tokens, p)) else {
         return ApiError::unauthorized().into_response();
     };
     let path = req
@@ -323,7 +353,7 @@ async fn auth(State(state): State<AppState>, mut req: Request, next: Next) -> Re
         }
         _ => {}
     }
-    let limit = token.rate_limit.unwrap_or(state.settings.rate_limit);
+    let limit = token.rate_limit.unwrap_or(settings.rate_limit);
     if let Err(wait) = state.limiter.check(&token.name, limit) {
         return auth::rate_limited(wait).into_response();
     }

@@ -46,7 +46,8 @@ pub(super) async fn create(
     if let Some(r) = replay(&state, &key, &hash, None).await? {
         return Ok(r);
     }
-    let cfg = &state.settings.otp;
+    let settings = state.settings.get();
+    let cfg = &settings.otp;
     let ValidOtp {
         to,
         length,
@@ -54,10 +55,10 @@ pub(super) async fn create(
         template,
         mut vars,
         sim,
-    } = OtpRequest::from_json(&body.value)?.validate(&state.settings)?;
+    } = OtpRequest::from_json(&body.value)?.validate(&state.settings.get())?;
     let now = now_ms();
     let (tname, to2, sim2) = (template.clone(), to.clone(), sim.clone());
-    let known = state.settings.known_sims.clone();
+    let known = state.settings.get().known_sims.clone();
     let (body_tpl, suppressed, last, sim_known) = state
         .store
         .read(move |c| {
@@ -99,7 +100,7 @@ pub(super) async fn create(
             "no SIM with this ICCID is configured or has been seen",
         ));
     }
-    if suppressed && !state.settings.optout.exempt_otp {
+    if suppressed && !state.settings.get().optout.exempt_otp {
         return Err(ApiError::field(
             "to",
             "suppressed",
@@ -125,7 +126,7 @@ pub(super) async fn create(
     vars.entry("minutes".into())
         .or_insert_with(|| ttl.as_secs().div_ceil(60).to_string());
     let text = templates::render(&body_tpl, &vars)?;
-    let plan = plan_text(&text, state.settings.max_parts, "template")?;
+    let plan = plan_text(&text, state.settings.get().max_parts, "template")?;
     let expires_at = now.saturating_add(ms(ttl));
     let message = NewMessage {
         to: to.clone(),

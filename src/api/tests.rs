@@ -64,7 +64,7 @@ async fn app_with(settings: ApiSettings) -> (tempfile::TempDir, Store, Router) {
     let state = AppState {
         store: store.clone(),
         dispatcher,
-        settings: Arc::new(settings),
+        settings: SharedSettings::new(settings),
         modems: Arc::new(NoModems),
         limiter: Arc::default(),
     };
@@ -2355,7 +2355,7 @@ async fn app_with_modems(modems: Arc<TwoModems>) -> (tempfile::TempDir, Router) 
     let state = AppState {
         store,
         dispatcher,
-        settings: Arc::new(settings),
+        settings: SharedSettings::new(settings),
         modems: modems as Arc<dyn ModemsView>,
         limiter: Arc::default(),
     };

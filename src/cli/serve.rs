@@ -69,35 +69,44 @@ pub(super) fn load(
 fn init_logging(level: &str, journald: Option<bool>) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::prelude::*;
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(level))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
-    let want_journal = journald.unwrap_or_else(|| std::env::var_os("JOURNAL_STREAM").is_some());
-    if want_journal {
-        match tracing_journald::layer() {
-            Ok(layer) => {
-                let layer = layer
-                    .with_field_prefix(None)
-                    .with_syslog_identifier("gsmgw".into());
-                if tracing_subscriber::registry()
-                    .with(filter())
-                    .with(layer)
-                    .try_init()
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-            Err(e) => eprintln!("journald unavailable ({e}); logging to stderr"),
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The filter can be swapped by a reload (`[log] level`); RUST_LOG, when set, wins.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    crate::daemon::reload::set_log_level_hook(Box::new(move |level: &str| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return Ok(());
         }
-    }
+        let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }));
+    let want_journal = journald.unwrap_or_else(|| std::env::var_os("JOURNAL_STREAM").is_some());
+    let journal = if want_journal {
+        match tracing_journald::layer() {
+            Ok(layer) => Some(
+                layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("gsmgw".into()),
+            ),
+            Err(e) => {
+                eprintln!("journald unavailable ({e}); logging to stderr");
+                None
+            }
+        }
+    } else {
+        None
+    };
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+    let stderr = journal.is_none().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journal)
+        .with(stderr)
         .try_init();
 }
 
@@ -142,6 +151,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         sim: args.sim,
         sim_latency: args.sim_latency,
         tokens,
+        config_path: args.config.clone().or_else(|| {
+            Path::new(DEFAULT_PATH)
+                .exists()
+                .then(|| PathBuf::from(DEFAULT_PATH))
+        }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,10 +6,11 @@ pub mod bridge;
 pub mod fleet;
 pub mod hotplug;
 pub mod housekeeping;
+pub mod reload;
 pub mod sim;
 pub mod sink;
 
-use crate::api::{self, ApiSettings, AppState, ModemsView};
+use crate::api::{self, ApiSettings, AppState, ModemsView, SharedSettings};
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Settings};
 use crate::modem::RejectedPins;
@@ -42,6 +43,8 @@ pub struct ServeOptions {
     pub sim_latency: Option<(u64, u64)>,
     /// Bearer tokens (from `GSMGW_API_TOKEN` and the config).
     pub tokens: Vec<String>,
+    /// The file `config` came from: what a reload (`SIGHUP`) re-reads.
+    pub config_path: Option<PathBuf>,
 }
 
 /// Where a running daemon can be reached (for tests and `--sim` users).
@@ -59,6 +62,10 @@ pub struct Running {
     pub modems: Arc<dyn ModemsView>,
     /// Housekeeping passes finished (retention, WAL checkpoint): tests wait on it.
     pub housekeeping_passes: tokio::sync::watch::Receiver<u64>,
+    /// Asks for a reload, as `SIGHUP` does.
+    pub reload: tokio::sync::mpsc::UnboundedSender<()>,
+    /// Reloads applied and refused so far: tests wait on it.
+    pub reloads: tokio::sync::watch::Receiver<reload::Reloads>,
 }
 
 /// A daemon running as a task of the current runtime (tests, benchmarks, programs that
@@ -261,7 +268,7 @@ pub async fn serve_until(
     };
 
     // Retention pruning and WAL checkpoints; the periods can change on reload.
-    let (_retention_tx, retention_rx) = tokio::sync::watch::channel(cfg.retention);
+    let (retention_tx, retention_rx) = tokio::sync::watch::channel(cfg.retention);
     let (passes_tx, housekeeping_passes) = tokio::sync::watch::channel(0u64);
     let housekeeping_task = tokio::spawn(housekeeping::run(
         store.clone(),
@@ -270,10 +277,51 @@ pub async fn serve_until(
         passes_tx,
     ));
 
+    let api_settings = SharedSettings::new(ApiSettings::from_config(cfg, &opts.tokens));
+    // Reloads: SIGHUP, or `Running::reload` in tests and embedders.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (reloads_tx, reloads) = tokio::sync::watch::channel(reload::Reloads::default());
+    let mut reloader = reload::Reloader {
+        path: opts.config_path.clone(),
+        // The environment's (or --sim's) tokens stay; the file's `http.token` is re-read.
+        plain_tokens: opts
+            .tokens
+            .iter()
+            .filter(|t| cfg.http.token.as_deref() != Some(t.as_str()))
+            .cloned()
+            .collect(),
+        api: api_settings.clone(),
+        dispatcher: dispatcher.clone(),
+        webhooks: webhooks.clone(),
+        retention: retention_tx,
+        current: cfg.clone(),
+        done: reloads_tx,
+    };
+    let reload_task = tokio::spawn(async move {
+        while reload_rx.recv().await.is_some() {
+            reloader.reload();
+        }
+    });
+    let hangup_task = {
+        let tx = reload_tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(mut hup) => {
+                    while hup.recv().await.is_some() {
+                        info!("SIGHUP: reloading the configuration");
+                        let _ = tx.send(());
+                    }
+                }
+                Err(e) => warn!(error = %e, "no SIGHUP handler: reload needs a restart"),
+            }
+        })
+    };
+
     let state = AppState {
         store: store.clone(),
         dispatcher: dispatcher.clone(),
-        settings: Arc::new(ApiSettings::from_config(cfg, &opts.tokens)),
+        settings: api_settings,
         modems: fleet.clone(),
         limiter: Arc::default(),
     };
@@ -295,6 +343,8 @@ pub async fn serve_until(
         dispatcher: dispatcher.clone(),
         modems: fleet.clone(),
         housekeeping_passes,
+        reload: reload_tx,
+        reloads,
     });
     // The store's writer stopping (it should not: a panicking write fails alone) ends
     // the daemon with an error, so systemd restarts it instead of leaving a process
@@ -332,6 +382,8 @@ pub async fn serve_until(
     dispatcher.shutdown();
     let _ = tokio::time::timeout(left().min(Duration::from_millis(400)), dispatch_task.join).await;
     reassembly.abort();
+    reload_task.abort();
+    hangup_task.abort();
     housekeeping_task.abort();
     hotplug_task.abort();
     follow_task.abort();

@@ -200,6 +200,7 @@ enum Input {
     ModemAdded(ModemId, Arc<dyn Outbound>),
     ModemStatus(ModemStatus),
     ModemRemoved(ModemId),
+    Reconfigure(Box<crate::pool::PoolConfig>),
     Shutdown,
     /// Test-only fault injection: the next `n` writes that start an attempt fail.
     #[cfg(test)]
@@ -379,6 +380,12 @@ impl Dispatcher {
     /// A modem's current readiness, SIM and signal, for the pool.
     pub fn modem_status(&self, status: ModemStatus) {
         let _ = self.tx.send(Input::ModemStatus(status));
+    }
+
+    /// A reloaded pool configuration (routes, quotas, SIM weights and limits): taken for
+    /// the next choices; usage counted so far and messages in flight are kept.
+    pub fn reconfigure(&self, config: crate::pool::PoolConfig) {
+        let _ = self.tx.send(Input::Reconfigure(Box::new(config)));
     }
 
     /// A modem is gone: nothing more is sent through it.
@@ -1197,6 +1204,10 @@ impl State {
                 self.modems.remove(&id);
                 self.pool.remove_modem(&id);
             }
+            Input::Reconfigure(cfg) => match self.pool.set_config(*cfg) {
+                Ok(()) => info!("pool configuration reloaded (routes, quotas, SIMs)"),
+                Err(e) => warn!(error = %e, "pool configuration refused; the old one stays"),
+            },
             Input::Shutdown => {}
             #[cfg(test)]
             Input::FailBeginAttempts(n) => self.fail_begin = n,

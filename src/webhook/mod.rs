@@ -171,7 +171,8 @@ impl Default for Delivery {
 /// Routing plus the worker's wake-up; shared (in an `Arc`) by everything that emits.
 #[derive(Default)]
 pub struct Webhooks {
-    routes: Vec<Route>,
+    /// The configured URLs and their event filters; a reload replaces them.
+    routes: std::sync::RwLock<Arc<Vec<Route>>>,
     delivery: Delivery,
     policy: Arc<CallbackPolicy>,
     wake: Notify,
@@ -181,12 +182,22 @@ impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secrets.
         f.debug_struct("Webhooks")
-            .field("routes", &self.routes)
+            .field("routes", &self.routes())
             .field("signed", &self.delivery.secret.is_some())
             .field("callbacks_signed", &self.delivery.callback_secret.is_some())
             .field("callback_policy", &self.policy)
             .finish()
     }
+}
+
+fn routes_of(cfg: &WebhooksConfig) -> Vec<Route> {
+    cfg.urls
+        .iter()
+        .map(|u| Route {
+            url: u.url().to_owned(),
+            events: u.events().map(<[String]>::to_vec),
+        })
+        .collect()
 }
 
 /// The key that signs events to `callback_url`s, derived from the operator's secret:
@@ -216,14 +227,7 @@ impl Webhooks {
         let secret = secret.filter(|s| !s.is_empty());
         let callback_secret = callback_secret_for(cfg, secret.as_deref());
         Webhooks {
-            routes: cfg
-                .urls
-                .iter()
-                .map(|u| Route {
-                    url: u.url().to_owned(),
-                    events: u.events().map(<[String]>::to_vec),
-                })
-                .collect(),
+            routes: std::sync::RwLock::new(Arc::new(routes_of(cfg))),
             delivery: Delivery {
                 secret,
                 callback_secret,
@@ -247,6 +251,26 @@ impl Webhooks {
         &self.policy
     }
 
+    /// The configured URLs now.
+    fn routes(&self) -> Arc<Vec<Route>> {
+        match self.routes.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Takes the URLs and event filters of a reloaded configuration: events enqueued
+    /// from now on go to them (rows already in the outbox keep their destination). The
+    /// secrets, timeouts, concurrency and callback hosts need a restart.
+    pub fn reload_routes(&self, cfg: &WebhooksConfig) {
+        let new = Arc::new(routes_of(cfg));
+        match self.routes.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+        self.poke();
+    }
+
     /// The key that signs events to `callback_url`s ([`callback_secret_for`]).
     pub fn callback_secret(&self) -> Option<&str> {
         self.delivery.callback_secret.as_deref()
@@ -254,7 +278,7 @@ impl Webhooks {
 
     /// Whether any configured URL wants `kind` (callers skip a store write otherwise).
     pub fn wants(&self, kind: EventKind) -> bool {
-        self.routes.iter().any(|r| r.wants(kind))
+        self.routes().iter().any(|r| r.wants(kind))
     }
 
     /// Whether events to configured URLs carry a signature (a secret is set).
@@ -264,12 +288,12 @@ impl Webhooks {
 
     /// Whether any URL is configured.
     pub fn has_routes(&self) -> bool {
-        !self.routes.is_empty()
+        !self.routes().is_empty()
     }
 
     fn urls_for(&self, kind: EventKind, callback: Option<&str>) -> Vec<String> {
-        let mut urls: Vec<String> = self
-            .routes
+        let routes = self.routes();
+        let mut urls: Vec<String> = routes
             .iter()
             .filter(|r| r.wants(kind))
             .map(|r| r.url.clone())
@@ -278,7 +302,7 @@ impl Webhooks {
         // (and its rows are the operator's: trusted, signed with the operator's secret).
         if kind.is_message()
             && let Some(cb) = callback.filter(|c| !c.is_empty())
-            && !self.routes.iter().any(|r| r.url == cb)
+            && !routes.iter().any(|r| r.url == cb)
         {
             urls.push(cb.to_owned());
         }
@@ -670,14 +694,13 @@ impl Worker {
             rest_base: d.retry_base,
             rest_max: d.retry_max,
         });
-        let configured: Arc<HashSet<String>> =
-            Arc::new(self.hooks.routes.iter().map(|r| r.url.clone()).collect());
+
         // Rows being posted, by the task posting them.
         let mut in_flight: HashMap<tokio::task::Id, InFlight> = HashMap::new();
         let mut tasks: JoinSet<(EventRow, Outcome)> = JoinSet::new();
         let mut stopping = false;
         info!(
-            urls = self.hooks.routes.len(),
+            urls = self.hooks.routes().len(),
             signed = d.secret.is_some(),
             callbacks_signed = d.callback_secret.is_some(),
             callback_hosts_restricted = self.hooks.policy.is_restricted(),
@@ -692,7 +715,9 @@ impl Worker {
                 // hands it back with the picked rows started.
                 let mut plan = sched.clone();
                 let busy: HashSet<i64> = in_flight.values().map(|f| f.row).collect();
-                let cfg = configured.clone();
+                // The configured URLs now (a reload may have changed them).
+                let cfg: HashSet<String> =
+                    self.hooks.routes().iter().map(|r| r.url.clone()).collect();
                 let picked = self
                     .store
                     .read(move |c| {

@@ -92,6 +92,8 @@ pub(crate) struct Start {
     pub(crate) sim: Option<usize>,
     /// API tokens ([`TOKEN`] by default); the first one is used for requests.
     pub(crate) tokens: Vec<String>,
+    /// The configuration file a reload re-reads.
+    pub(crate) config_path: Option<PathBuf>,
 }
 
 impl Default for Start {
@@ -102,6 +104,7 @@ impl Default for Start {
             ports: Vec::new(),
             sim: None,
             tokens: vec![TOKEN.into()],
+            config_path: None,
         }
     }
 }
@@ -125,6 +128,7 @@ impl Daemon {
             sim: s.sim,
             sim_latency: None,
             tokens: s.tokens,
+            config_path: s.config_path,
         };
         let spawned = gsmgw::daemon::spawn(opts, Duration::from_secs(30))
             .await
