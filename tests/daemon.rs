@@ -721,41 +721,24 @@ struct ServeProcess {
 }
 
 fn serve_process() -> ServeProcess {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
-        .args([
-            "serve",
-            "--sim",
-            "2",
-            "--listen",
-            "127.0.0.1:0",
-            "--sim-latency",
-            "300",
-        ])
-        .arg("--db")
-        .arg(dir.path().join("g.db"))
-        .env("GSMGW_API_TOKEN", TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut api, mut control) = (None, None);
-    while api.is_none() {
-        let line = lines.next().expect("serve printed its addresses").unwrap();
-        if let Some(a) = line.strip_prefix("hw-sim control API: http://") {
-            control = a.split_whitespace().next().map(str::to_owned);
-        }
-        if let Some(a) = line.strip_prefix("gsmgw API: http://") {
-            api = Some(a.trim().to_owned());
-        }
-    }
-    // Keep reading stdout so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"));
+    cmd.args([
+        "serve",
+        "--sim",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--sim-latency",
+        "300",
+    ])
+    .arg("--db")
+    .arg(dir.path().join("g.db"))
+    .env("GSMGW_API_TOKEN", TOKEN);
+    let (child, api, control) = common::serve_child(cmd);
     ServeProcess {
         child,
-        api: api.unwrap(),
+        api,
         control: control.expect("hw-sim control address"),
         _dir: dir,
     }
@@ -1009,7 +992,6 @@ struct TmpfsServe {
 
 impl TmpfsServe {
     fn start(size: &str) -> Option<TmpfsServe> {
-        use std::io::{BufRead, BufReader};
         let root = std::process::Command::new("id")
             .arg("-u")
             .output()
@@ -1037,21 +1019,10 @@ impl TmpfsServe {
             m = mnt.display(),
             bin = env!("CARGO_BIN_EXE_gsmgw"),
         );
-        let mut child = std::process::Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-            .env("GSMGW_API_TOKEN", TOKEN)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let api = loop {
-            let line = lines.next().expect("serve printed its address").unwrap();
-            if let Some(a) = line.strip_prefix("gsmgw API: http://") {
-                break a.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .env("GSMGW_API_TOKEN", TOKEN);
+        let (child, api, _) = common::serve_child(cmd);
         Some(TmpfsServe {
             child,
             api,
@@ -1274,33 +1245,21 @@ async fn a_reload_takes_a_new_token_and_keeps_the_old_config_on_a_broken_file() 
     d.stop().await;
 
     // The real thing: SIGHUP to the process.
-    use std::io::{BufRead, BufReader};
     write("third-token");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--port",
-            "/nonexistent/gsmgw*",
-        ])
-        .arg("--config")
-        .arg(&path)
-        .arg("--db")
-        .arg(dir.path().join("process.db"))
-        .env_remove("GSMGW_API_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let api = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(a) = line.strip_prefix("gsmgw API: http://") {
-            break a.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gsmgw"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--port",
+        "/nonexistent/gsmgw*",
+    ])
+    .arg("--config")
+    .arg(&path)
+    .arg("--db")
+    .arg(dir.path().join("process.db"))
+    .env_remove("GSMGW_API_TOKEN");
+    let (mut child, api, _) = common::serve_child(cmd);
     let http = reqwest::Client::new();
     let get = |token: &'static str| {
         let (http, url) = (http.clone(), format!("http://{api}/v1/messages"));

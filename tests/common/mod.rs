@@ -347,3 +347,30 @@ impl Daemon {
             .expect("the daemon ran without error");
     }
 }
+
+/// A `gsmgw serve` process from `cmd` (its stdout is taken here): waits for the line
+/// with the API address, and hw-sim's control address when `--sim` prints one, then
+/// keeps reading stdout so the daemon never blocks on a full pipe.
+pub(crate) fn serve_child(
+    mut cmd: std::process::Command,
+) -> (std::process::Child, String, Option<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut api, mut control) = (None, None);
+    while api.is_none() {
+        let line = lines.next().expect("serve printed its addresses").unwrap();
+        if let Some(a) = line.strip_prefix("hw-sim control API: http://") {
+            control = a.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(a) = line.strip_prefix("gsmgw API: http://") {
+            api = Some(a.trim().to_owned());
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, api.unwrap_or_default(), control)
+}
