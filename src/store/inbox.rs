@@ -98,10 +98,32 @@ fn insert_inbox(
     Ok(id)
 }
 
+/// Whether this single-part message is already in the inbox: a network that missed the
+/// acknowledgement delivers the same SMS again, with the same sender, SMSC timestamp
+/// and PDU. (Parts of a long message are de-duplicated by their reassembly key.)
+fn redelivered(conn: &Connection, p: &InboundPart) -> Result<bool> {
+    let Some(sent_at) = p.sent_at.as_deref() else {
+        return Ok(false); // undecodable: no timestamp to tell a redelivery by
+    };
+    let pdus = serde_json::to_string(std::slice::from_ref(&p.pdu))
+        .map_err(|e| StoreError::Sqlite(e.to_string()))?;
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM inbox WHERE sender = ?1 AND sent_at = ?2 AND pdus = ?3 \
+             AND sim IS ?4 LIMIT 1",
+        )?
+        .query_row(params![p.sender, sent_at, pdus, p.sim], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 /// Stores one part; returns the inbox id when this completed a message (or was a
 /// single-part one), `None` while parts are missing or when it was a duplicate.
 pub fn insert_inbound(conn: &Connection, p: &InboundPart) -> Result<Option<i64>> {
     let Some(of) = p.concat else {
+        if redelivered(conn, p)? {
+            return Ok(None); // the network delivered it again: stored once
+        }
         let text = inbound::join(std::slice::from_ref(&p.pdu)).text;
         return insert_inbox(
             conn,
@@ -279,6 +301,39 @@ mod tests {
                 Ok((text, pdus))
             })
             .unwrap()
+    }
+
+    /// Found by the soak: a network that redelivers a single-part SMS (it missed the
+    /// acknowledgement) had it stored twice.
+    #[test]
+    fn a_redelivered_single_part_message_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("t.db")).unwrap();
+        let delivered = InboundPart {
+            sender: "+31641600986".into(),
+            sent_at: Some("2026-08-26T19:37:41+02:00".into()),
+            ..part(PDU_HELLO)
+        };
+        let (a, b) = (delivered.clone(), delivered.clone());
+        let first = store
+            .write_blocking(move |c| insert_inbound(c, &a))
+            .unwrap();
+        let again = store
+            .write_blocking(move |c| insert_inbound(c, &b))
+            .unwrap();
+        assert!(first.is_some());
+        assert_eq!(again, None, "the redelivery is not a second message");
+        // The same text sent again later (another SMSC timestamp) is a new message.
+        let later = InboundPart {
+            sent_at: Some("2026-08-26T19:38:02+02:00".into()),
+            ..delivered
+        };
+        assert!(
+            store
+                .write_blocking(move |c| insert_inbound(c, &later))
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

@@ -250,6 +250,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX status_reports_unmatched ON status_reports(received_at)
         WHERE message_id IS NULL;
     CREATE INDEX inbox_received ON inbox(received_at);
+    -- A network's redelivery of a single-part SMS is found by sender and SMSC timestamp.
+    CREATE INDEX inbox_redelivery ON inbox(sender, sent_at);
     CREATE INDEX events_finished ON events(created_at)
         WHERE delivered_at IS NOT NULL OR next_attempt_at = 9223372036854775807;
     CREATE INDEX idempotency_created ON idempotency(created_at);
