@@ -1189,6 +1189,17 @@ async fn a_full_disk_answers_503_never_a_false_202_and_recovers_by_itself() {
     assert_eq!(r.status(), 200, "ready again");
 }
 
+/// The status of a GET to `url` with `token`.
+async fn status_with(http: &reqwest::Client, url: String, token: &str) -> u16 {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Issue #14 item 5: a reload re-reads the file — here the API token — without a
 /// restart, and a file that does not load leaves the running configuration in place.
 /// First through `Running::reload`, then as systemd does it: `SIGHUP` to `gsmgw serve`.
@@ -1213,18 +1224,7 @@ async fn a_reload_takes_a_new_token_and_keeps_the_old_config_on_a_broken_file() 
         ..common::Start::default()
     })
     .await;
-    let status = |token: &'static str| {
-        let (http, url) = (d.http.clone(), d.url("/v1/messages"));
-        async move {
-            http.get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let status = |token: &'static str| status_with(&d.http, d.url("/v1/messages"), token);
     assert_eq!(status("first-token").await, 200);
     let mut reloads = d.running.reloads.clone();
 
@@ -1261,18 +1261,7 @@ async fn a_reload_takes_a_new_token_and_keeps_the_old_config_on_a_broken_file() 
     .env_remove("GSMGW_API_TOKEN");
     let (mut child, api, _) = common::serve_child(cmd);
     let http = reqwest::Client::new();
-    let get = |token: &'static str| {
-        let (http, url) = (http.clone(), format!("http://{api}/v1/messages"));
-        async move {
-            http.get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let get = |token: &'static str| status_with(&http, format!("http://{api}/v1/messages"), token);
     assert_eq!(get("third-token").await, 200);
     write("fourth-token");
     let pid = child.id().to_string();

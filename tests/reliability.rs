@@ -139,6 +139,28 @@ struct DaemonProc {
 }
 
 impl DaemonProc {
+    /// `gsmgw serve` on `config` and `db`, on the bank's links in `dir/links`, on a free
+    /// loopback port, logging to `dir/gsmgw.log`; not started yet.
+    fn new(dir: &Path, config: &Path, db: &Path) -> DaemonProc {
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        DaemonProc {
+            child: None,
+            args: vec![
+                "serve".into(),
+                "--config".into(),
+                config.display().to_string(),
+                "--listen".into(),
+                api.to_string(),
+                "--db".into(),
+                db.display().to_string(),
+                "--port".into(),
+                dir.join("links/modem*").display().to_string(),
+            ],
+            log: dir.join("gsmgw.log"),
+            api,
+        }
+    }
+
     fn spawn(&mut self) {
         assert!(self.child.is_none());
         let log = OpenOptions::new()
@@ -340,23 +362,8 @@ level = "info"
 "#,
     )
     .unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut daemon = DaemonProc {
-        child: None,
-        args: vec![
-            "serve".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--listen".into(),
-            api.to_string(),
-            "--db".into(),
-            db.display().to_string(),
-            "--port".into(),
-            dir.path().join("links/modem*").display().to_string(),
-        ],
-        log: dir.path().join("gsmgw.log"),
-        api,
-    };
+    let mut daemon = DaemonProc::new(dir.path(), &config, &db);
+    let api = daemon.api;
     let http = http();
     daemon.spawn();
     daemon.wait_up(&http).await;
@@ -1617,23 +1624,8 @@ async fn soak(minutes: f64, modems: usize, seed: u64) {
     let config = dir.path().join("gsmgw.toml");
     let mut generation = 0;
     write_atomically(&config, &soak_config(generation));
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut daemon = DaemonProc {
-        child: None,
-        args: vec![
-            "serve".into(),
-            "--config".into(),
-            config.display().to_string(),
-            "--listen".into(),
-            api.to_string(),
-            "--db".into(),
-            db.display().to_string(),
-            "--port".into(),
-            dir.path().join("links/modem*").display().to_string(),
-        ],
-        log: dir.path().join("gsmgw.log"),
-        api,
-    };
+    let mut daemon = DaemonProc::new(dir.path(), &config, &db);
+    let api = daemon.api;
     let http = http();
     daemon.spawn();
     daemon.wait_up(&http).await;
